@@ -1,0 +1,71 @@
+"""Reference fuzzy membership and FACT's point + set loss (SPEC §2.6–2.7)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+POLYNOMIAL_DEGREE = 3
+
+
+def _sq_dist(e: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    return (e - s).pow(2).sum(-1)
+
+
+def fuzzy_membership(e: torch.Tensor, s: torch.Tensor, tau, kernel: str = "gaussian") -> torch.Tensor:
+    """e [B, C, d], s [C, d], tau > 0 -> μ [B, C] in [0, 1].
+
+    gaussian   exp(−‖e−s‖²/τ)            (FACT's choice)
+    laplacian  exp(−‖e−s‖/τ)
+    linear     σ(⟨e,s⟩/τ)                 (the linear kernel squashed into [0, 1])
+    cosine     (1 + cos(e,s)) / 2
+    polynomial ((1 + cos(e,s)) / 2)^3     (a degree-3 polynomial kernel on the cosine, in [0, 1])
+    """
+    if kernel == "gaussian":
+        return torch.exp(-_sq_dist(e, s) / tau)
+    if kernel == "laplacian":
+        # The epsilon keeps the gradient of the norm finite when e == s.
+        return torch.exp(-torch.sqrt(_sq_dist(e, s) + 1e-12) / tau)
+    if kernel == "linear":
+        return torch.sigmoid((e * s).sum(-1) / tau)
+    cos = F.cosine_similarity(e, s.expand_as(e), dim=-1)
+    if kernel == "cosine":
+        return (1 + cos) / 2
+    if kernel == "polynomial":
+        return ((1 + cos) / 2) ** POLYNOMIAL_DEGREE
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def point_set_loss(mu: torch.Tensor, y: torch.Tensor, alpha: float, logit_scale: float, threshold: float,
+                   smooth: float) -> torch.Tensor:
+    """Per-sample L_point + α·L_set from memberships μ [B, C] and binary labels y [B, C] -> [B]."""
+    f = logit_scale * (mu - threshold)
+    pos = y > 0.5
+    neg_inf = torch.full_like(f, float("-inf"))
+    zero = torch.zeros_like(f[:, :1])
+    # log(1 + Σ exp(x)) = logsumexp([0, x...]); masked classes contribute exp(−inf) = 0.
+    point_neg = torch.logsumexp(torch.cat([zero, torch.where(pos, neg_inf, f)], dim=1), dim=1)
+    point_pos = torch.logsumexp(torch.cat([zero, torch.where(pos, -f, neg_inf)], dim=1), dim=1)
+    yf = y.to(mu.dtype)
+    jaccard = ((yf * mu).sum(1) + smooth) / ((yf + (1 - yf) * mu).sum(1) + smooth)
+    return point_neg + point_pos + alpha * (1 - jaccard)
+
+
+def reduce_loss(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    """'mean' of an empty batch is 0 (not NaN) so a rank that gets no samples still steps."""
+    if reduction == "none":
+        return per_sample
+    total = per_sample.sum()
+    if reduction == "sum":
+        return total
+    return total / max(per_sample.shape[0], 1)
+
+
+def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: float = 1.0,
+               logit_scale: float = 10.0, threshold: float = 0.5, smooth: float = 1.0,
+               reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian membership + point/set loss. Returns (loss, μ [B, C]); loss per ``reduction``."""
+    compute = torch.float64 if e.dtype == torch.float64 else torch.float32
+    tau_c = tau.to(compute) if isinstance(tau, torch.Tensor) else tau
+    mu = fuzzy_membership(e.to(compute), s.to(compute), tau_c)
+    loss = reduce_loss(point_set_loss(mu, y, alpha, logit_scale, threshold, smooth), reduction)
+    return loss, mu.to(e.dtype)
