@@ -72,6 +72,7 @@ register(OP_QUANTIZE, "reference")(reference.vq_quantize)
 def _nearest_setup_context(ctx, inputs, output):
     z, codebook = inputs
     index, _ = output
+    ctx.mark_non_differentiable(index)
     ctx.save_for_backward(z, codebook, index)
 
 

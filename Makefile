@@ -1,0 +1,48 @@
+# Quick start (fresh machine, Python >= 3.10 as python3):
+#   make train   -> venv + pinned deps + build the extension, then train & evaluate FACT on the synthetic data
+#   make test    -> venv + pinned deps + build the extension, then the test suite
+# The CUDA kernels are compiled with the index's nvcc matched to torch.version.cuda (no GPU needed to
+# compile); set FACT_FAST_FORCE_CUDA=1 to make a failing CUDA build an error, FACT_FAST_SKIP_CUDA=1 to skip it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+export MAX_JOBS ?= 2
+export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+
+SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
+PYTEST_ARGS ?=
+
+.PHONY: setup build train test bench clean
+
+setup: $(VENV)/.deps
+
+$(VENV)/.deps: requirements/base.txt requirements/dev.txt requirements/cuda-build.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -r requirements/dev.txt -r requirements/cuda-build.txt
+	touch $@
+
+build: $(VENV)/.built
+
+$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+	@if [ "$${FACT_FAST_SKIP_CUDA:-0}" != "1" ] && CUDA_HOME_PIP=$$($(PY) scripts/cuda_home.py); then \
+		export CUDA_HOME=$$CUDA_HOME_PIP PATH=$$CUDA_HOME_PIP/bin:$$PATH; \
+	elif [ "$${FACT_FAST_FORCE_CUDA:-0}" = "1" ]; then \
+		echo "FACT_FAST_FORCE_CUDA=1 but no matching CUDA compiler"; exit 1; \
+	fi; \
+	$(PIP) install -q -e . --no-build-isolation --no-deps
+	$(PY) -c "import torch, fact_fast._C as C; print('fact_fast._C built, CUDA kernels:', bool(C.WITH_CUDA))"
+	touch $@
+
+train: build
+	$(PY) -m fact_fast.train $(ARGS)
+
+test: build
+	FACT_FAST_REQUIRE_EXTENSION=1 $(PY) -m pytest -q -rfE --timeout=900 $(PYTEST_ARGS)
+
+bench: build
+	$(PY) -m benchmarks.run --out benchmarks/results/$(shell hostname)-$(shell date +%Y%m%d).json
+
+clean:
+	rm -rf build *.egg-info fact_fast/_C*.so $(VENV)/.built
