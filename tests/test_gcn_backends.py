@@ -69,9 +69,9 @@ FLAGS = [(True, True), (True, False), (False, True), (False, False)]
 
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 @pytest.mark.parametrize("dtype,atol,rtol", _cases())
-@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-def test_forward_matches_reference_and_dense(backend, dtype, atol, rtol, weighted):
-    rowptr, col, value = make_graph(13, 50, weighted=weighted, zero_rows=3)
+@pytest.mark.parametrize("weighted,int32", [(False, False), (True, True)], ids=["unweighted-int64", "weighted-int32"])
+def test_forward_matches_reference_and_dense(backend, dtype, atol, rtol, weighted, int32):
+    rowptr, col, value = make_graph(13, 50, weighted=weighted, zero_rows=3, int32=int32)
     x = torch.randn(13, 20, dtype=torch.float64).to(dtype)
     if backend not in _backends(x, rowptr, col):
         pytest.skip(f"{backend} cannot run {dtype} here")

@@ -102,7 +102,7 @@ def _value_grad_kernel(grad_ptr, x_ptr, dx_ptr, rowptr_ptr, col_ptr, value_ptr, 
 
 def _blocks(f: int) -> tuple[int, int]:
     block_f = min(128, triton.next_power_of_2(max(f, 1)))
-    block_e = 16 if triton_interpreting() else max(8, 4096 // block_f)
+    block_e = 16 if triton_interpreting() else max(8, 2048 // block_f)
     return block_e, block_f
 
 
