@@ -22,10 +22,11 @@ __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
 __device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(double* p, double v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+template <typename T> __device__ __forceinline__ T from_acc(float v);
+template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <typename T> __device__ __forceinline__ T from_acc(double v) { return v; }  // double -> double
 
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Pack {
@@ -90,8 +91,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
           for (int v = 0; v < VEC; ++v) acc[v] += di * to_acc(p.v[v]);
         }
+        Pack<T, VEC> o;
 #pragma unroll
-        for (int v = 0; v < VEC; ++v) store(out + row * f + f0 + v, di * acc[v]);
+        for (int v = 0; v < VEC; ++v) o.v[v] = from_acc<T>(di * acc[v]);
+        *reinterpret_cast<Pack<T, VEC>*>(out + row * f + f0) = o;
       }
     }
   }
