@@ -126,6 +126,9 @@ def test_negative_degree_rows_give_zero():
         out = ops.gcn_propagate(x, rowptr, col, value, backend=backend)
         assert_close(out, dense_propagate(x, rowptr, col, value), 1e-6, 1e-6, backend)
         assert torch.count_nonzero(out[0]) == 0
+    if "cpu" in fused_backends(OP, x, rowptr, col, value, True, True):  # no degree term where dinv = 0
+        inputs = (x.double().requires_grad_(True), value.double().requires_grad_(True))
+        assert torch.autograd.gradcheck(lambda x, v: ops.gcn_propagate(x, rowptr, col, v, backend="cpu"), inputs)
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
