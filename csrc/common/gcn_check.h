@@ -1,0 +1,65 @@
+// Argument checks of the gcn_spmm ops, shared by the CPU and CUDA registrations.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+
+#include "check.h"
+
+namespace fact_fast {
+
+constexpr const char* kMalformedCsr =
+    "malformed CSR graph: rowptr must be non-decreasing from 0 to nnz = len(col) and every col entry "
+    "must lie in [0, n)";
+
+// The float type the kernels accumulate in (and the dtype of value and dinv): double for float64, else float.
+inline at::ScalarType gcn_acc_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Shapes, dtypes and devices; everything a kernel needs to index safely except the index values.
+inline void gcn_check_inputs(const at::Tensor& x, const at::Tensor& rowptr, const at::Tensor& col,
+                             const std::optional<at::Tensor>& value, const at::Tensor& dinv) {
+  FF_CHECK_DIM(x, 2);
+  FF_CHECK_FLOAT(x);
+  FF_CHECK_DIM(rowptr, 1);
+  FF_CHECK_DIM(col, 1);
+  FF_CHECK_DIM(dinv, 1);
+  TORCH_CHECK_TYPE(col.scalar_type() == at::kInt || col.scalar_type() == at::kLong,
+                   "col must be int32 or int64, got ", col.scalar_type());
+  TORCH_CHECK_TYPE(rowptr.scalar_type() == col.scalar_type(), "rowptr and col must have the same dtype, got ",
+                   rowptr.scalar_type(), " and ", col.scalar_type());
+  TORCH_CHECK_VALUE(rowptr.size(0) == x.size(0) + 1, "rowptr must have n + 1 = ", x.size(0) + 1,
+                    " entries, got ", rowptr.size(0));
+  TORCH_CHECK_VALUE(dinv.size(0) == x.size(0), "dinv must have n = ", x.size(0), " entries, got ", dinv.size(0));
+  TORCH_CHECK_TYPE(dinv.scalar_type() == gcn_acc_type(x), "dinv must have dtype ", gcn_acc_type(x), ", got ",
+                   dinv.scalar_type());
+  FF_CHECK_SAME_DEVICE(x, rowptr);
+  FF_CHECK_SAME_DEVICE(x, col);
+  FF_CHECK_SAME_DEVICE(x, dinv);
+  if (value.has_value()) {
+    const at::Tensor& v = *value;
+    FF_CHECK_DIM(v, 1);
+    TORCH_CHECK_VALUE(v.size(0) == col.size(0), "value must have nnz = len(col) = ", col.size(0),
+                      " entries, got ", v.size(0));
+    TORCH_CHECK_TYPE(v.scalar_type() == gcn_acc_type(x), "value must have dtype ", gcn_acc_type(x), ", got ",
+                     v.scalar_type());
+    FF_CHECK_SAME_DEVICE(x, v);
+  }
+}
+
+inline void gcn_check_like_x(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  TORCH_CHECK_VALUE(t.sizes() == x.sizes(), name, " must have the shape of x ", x.sizes(), ", got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " must have the dtype of x");
+  TORCH_CHECK_VALUE(t.device() == x.device(), name, " must be on the device of x");
+}
+
+// CPU only (it reads two values): rowptr[0] == 0 and rowptr[n] == nnz.
+inline void gcn_check_rowptr_ends(const at::Tensor& rowptr, int64_t nnz) {
+  const int64_t first = rowptr[0].item<int64_t>(), last = rowptr[-1].item<int64_t>();
+  TORCH_CHECK_VALUE(first == 0 && last == nnz, "rowptr must start at 0 and end at nnz = ", nnz, ", got ", first,
+                    " and ", last);
+}
+
+}  // namespace fact_fast

@@ -1,0 +1,66 @@
+// CUDA registration of gcn_spmm / gcn_spmm_value_grad: checks, allocation and stream, then the
+// torch-free launchers. Index values are not checked here (that would synchronize the device);
+// the kernels clamp or skip out-of-range entries instead, so nothing is read out of bounds, and
+// the Python front-end / CSRGraph validate the graph's contents once.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../common/check.h"
+#include "../common/dtype_torch.h"
+#include "../common/gcn_check.h"
+#include "gcn_kernels.h"
+
+namespace fact_fast {
+namespace {
+
+at::Tensor gcn_spmm_cuda(const at::Tensor& x_in, const at::Tensor& rowptr_in, const at::Tensor& col_in,
+                         const std::optional<at::Tensor>& value_in, const at::Tensor& dinv_in,
+                         const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
+                         bool add_self_loops, bool normalize) {
+  gcn_check_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), rowptr = rowptr_in.contiguous(), col = col_in.contiguous();
+  const at::Tensor dinv = dinv_in.contiguous();
+  const at::Tensor value = value_in.has_value() ? value_in->contiguous() : at::Tensor();
+  const int64_t n = x.size(0), f = x.size(1), nnz = col.size(0);
+  at::Tensor out = at::empty({n, f}, x.options());
+  C10_CUDA_CHECK(launch_gcn_spmm(dtype_of(x), col.scalar_type() == at::kLong, x.const_data_ptr(),
+                                 rowptr.const_data_ptr(), col.const_data_ptr(),
+                                 value.defined() ? value.const_data_ptr() : nullptr, dinv.const_data_ptr(), n, nnz,
+                                 f, add_self_loops, out.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+at::Tensor gcn_spmm_value_grad_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& rowptr_in,
+                                    const at::Tensor& col_in, const std::optional<at::Tensor>& value_in,
+                                    const at::Tensor& dinv_in, const at::Tensor& dx_in, bool add_self_loops,
+                                    bool normalize) {
+  gcn_check_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
+  gcn_check_like_x(grad_in, x_in, "grad");
+  gcn_check_like_x(dx_in, x_in, "dx");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous(), dx = dx_in.contiguous();
+  const at::Tensor rowptr = rowptr_in.contiguous(), col = col_in.contiguous(), dinv = dinv_in.contiguous();
+  const at::Tensor value = value_in.has_value() ? value_in->contiguous() : at::Tensor();
+  const int64_t n = x.size(0), f = x.size(1), nnz = col.size(0);
+  at::Tensor dvalue = at::zeros({nnz}, dinv.options());
+  C10_CUDA_CHECK(launch_gcn_value_grad(dtype_of(x), col.scalar_type() == at::kLong, grad.const_data_ptr(),
+                                       x.const_data_ptr(), dx.const_data_ptr(), rowptr.const_data_ptr(),
+                                       col.const_data_ptr(), value.defined() ? value.const_data_ptr() : nullptr,
+                                       dinv.const_data_ptr(), n, nnz, f, add_self_loops, normalize,
+                                       dvalue.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream()));
+  return dvalue;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fact_fast, CUDA, m) {
+  m.impl("gcn_spmm", &gcn_spmm_cuda);
+  m.impl("gcn_spmm_value_grad", &gcn_spmm_value_grad_cuda);
+}
+
+}  // namespace fact_fast
