@@ -94,6 +94,7 @@ def _fuzzy_fwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, mu_ptr, stats_ptr, loss_ptr,
                     offs_r = r0 + tl.arange(0, BLOCK_R)
                     acc += tl.load(loss_ptr + offs_r, mask=offs_r < B, other=0.0, cache_modifier=".cg")
                 tl.store(out_ptr, tl.sum(acc, axis=0) * out_scale)
+                tl.atomic_xchg(counter_ptr, 0)  # leave the shared counter zeroed for the next launch
 
 
 @triton.jit
@@ -148,6 +149,24 @@ def _fuzzy_bwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, stats_ptr, g_ptr, gmu_ptr, d
             offs_r = r0 + tl.arange(0, BLOCK_R)
             acc += tl.load(part_ptr + offs_r, mask=offs_r < C, other=0.0, cache_modifier=".cg")
         tl.store(dtau_ptr, tl.sum(acc, axis=0))
+        tl.atomic_xchg(counter_ptr, 0)
+
+
+_counters: dict = {}
+
+
+def _counter(device: torch.device) -> torch.Tensor:
+    """The int32 ticket counter of the last-program reductions, kept at 0 between launches.
+
+    The program that reduces resets it, so no fill kernel runs per call. One per (device,
+    stream): kernels on one stream never overlap, kernels on different streams never share it.
+    """
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    buf = _counters.get(key)
+    if buf is None:
+        buf = _counters[key] = torch.zeros(1, dtype=torch.int32, device=device)
+    return buf
 
 
 def _block_d(d: int) -> int:
@@ -177,11 +196,11 @@ def fuzzy_forward(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None, tau:
     per_sample = torch.empty(bsz if compute_loss else 0, dtype=torch.float32, device=e.device)
     stats = torch.empty(per_sample.shape[0], 4, dtype=torch.float32, device=e.device)
     reduce = compute_loss and reduction != "none"
-    # The reduced loss of an empty batch is 0 (no program runs to write it).
-    out = torch.zeros((), dtype=torch.float32, device=e.device) if reduce else per_sample
-    if bsz == 0:
+    if bsz == 0:  # nothing to launch; the reduced loss of an empty batch is 0
+        out = torch.zeros((), dtype=torch.float32, device=e.device) if reduce else per_sample
         return out, mu, stats
-    counter = torch.zeros(1, dtype=torch.int32, device=e.device) if reduce else per_sample
+    out = torch.empty((), dtype=torch.float32, device=e.device) if reduce else per_sample
+    counter = _counter(e.device) if reduce else per_sample
     block_d = _block_d(d)
     block_c = _rows(d, c)
     _fuzzy_fwd_kernel[(bsz,)](
@@ -204,9 +223,9 @@ def fuzzy_backward(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None,
     bsz, c, d = e.shape
     de = torch.empty_like(e)
     ds = torch.empty_like(s)
-    dtau = torch.zeros((), dtype=torch.float32, device=e.device)
     if c == 0:
-        return de, ds, dtau
+        return de, ds, torch.zeros((), dtype=torch.float32, device=e.device)
+    dtau = torch.empty((), dtype=torch.float32, device=e.device)
     has_loss = grad_loss is not None and y is not None
     has_gmu = grad_mu is not None
     if has_gmu:
@@ -218,7 +237,7 @@ def fuzzy_backward(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None,
     else:
         g_stride, g_scale = 0, 1.0
     partial = torch.empty(c, dtype=torch.float32, device=e.device)
-    counter = torch.zeros(1, dtype=torch.int32, device=e.device)
+    counter = _counter(e.device)
     block_d = _block_d(d)
     block_b = _rows(d, bsz)
     _fuzzy_bwd_kernel[(c,)](
