@@ -90,6 +90,8 @@ def launch_counts(device: torch.device, dtype: torch.dtype = torch.float32) -> l
             step = {}
             for phase in ("forward", "forward_backward"):
                 def run():
+                    for k in case.grad_inputs:
+                        inputs[k].grad = None
                     loss = case.loss(case.run(backend, **inputs))
                     if phase == "forward_backward":
                         loss.backward()

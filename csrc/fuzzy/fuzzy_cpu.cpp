@@ -1,13 +1,14 @@
 // Fuzzy family: schemas of fuzzy_loss / fuzzy_membership / fuzzy_backward and their CPU kernels.
 //
 // Forward: samples in parallel; per sample, one pass over classes computes dist (float, or
-// double for float64, accumulated in 8 independent lanes so the compiler vectorizes it), μ and
+// double for float64, accumulated in 16 independent lanes so the compiler vectorizes it), μ and
 // keeps μ in a per-thread buffer; a second pass over those C values gives both log-sum-exps
 // (max-shifted, the 0 term included) and the Jaccard sums. Per-sample losses land in a [B]
 // buffer summed in index order afterwards, so the result does not depend on the thread count.
-// Backward: classes in parallel, so each thread owns whole rows of ds (no atomics, a fixed
-// summation order over b); per (b, c) it recomputes dist and μ, forms ∂L/∂μ from the saved
-// per-sample stats, writes de and accumulates ds and the per-class dτ partial.
+// Backward: tiles of classes in parallel, so each thread owns whole rows of ds (no atomics, a
+// fixed summation order over b); per (b, c) it recomputes dist and μ, forms ∂L/∂μ from the saved
+// per-sample stats, writes de and accumulates ds and the per-class dτ partial (summed in class
+// order afterwards).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -17,6 +18,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "fuzzy_checks.h"
@@ -26,9 +28,18 @@ namespace {
 
 using fuzzy::Reduction;
 
+// float rows get a vector body for the host's ISA: the extension is built for baseline x86-64
+// (SSE2), and target_clones lets the loader pick an AVX-512 or AVX2 clone at run time.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define FF_FUZZY_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FF_FUZZY_CLONES
+#endif
+
+// Σ (a − b)² in 16 independent lanes (vectorizable without reassociating one running sum).
 template <typename scalar_t, typename acc_t>
-inline acc_t sq_dist(const scalar_t* a, const scalar_t* b, int64_t d) {
-  constexpr int kLanes = 8;
+inline acc_t sq_dist_lanes(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, int64_t d) {
+  constexpr int kLanes = 16;
   acc_t lane[kLanes] = {};
   int64_t k = 0;
   for (; k + kLanes <= d; k += kLanes) {
@@ -44,6 +55,37 @@ inline acc_t sq_dist(const scalar_t* a, const scalar_t* b, int64_t d) {
   }
   for (int j = 0; j < kLanes; ++j) acc += lane[j];
   return acc;
+}
+
+// de = coef·(a − b) and acc −= de for one row.
+template <typename scalar_t, typename acc_t>
+inline void scaled_diff(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b, acc_t coef, int64_t d,
+                        scalar_t* __restrict__ out, acc_t* __restrict__ acc) {
+  for (int64_t k = 0; k < d; ++k) {
+    const acc_t v = coef * (static_cast<acc_t>(a[k]) - static_cast<acc_t>(b[k]));
+    out[k] = static_cast<scalar_t>(v);
+    acc[k] -= v;
+  }
+}
+
+FF_FUZZY_CLONES float sq_dist_f32(const float* a, const float* b, int64_t d) {
+  return sq_dist_lanes<float, float>(a, b, d);
+}
+
+FF_FUZZY_CLONES void scaled_diff_f32(const float* a, const float* b, float coef, int64_t d, float* out, float* acc) {
+  scaled_diff<float, float>(a, b, coef, d, out, acc);
+}
+
+template <typename scalar_t, typename acc_t>
+inline acc_t sq_dist(const scalar_t* a, const scalar_t* b, int64_t d) {
+  if constexpr (std::is_same_v<scalar_t, float>) return sq_dist_f32(a, b, d);
+  else return sq_dist_lanes<scalar_t, acc_t>(a, b, d);
+}
+
+template <typename scalar_t, typename acc_t>
+inline void scaled_diff_row(const scalar_t* a, const scalar_t* b, acc_t coef, int64_t d, scalar_t* out, acc_t* acc) {
+  if constexpr (std::is_same_v<scalar_t, float>) scaled_diff_f32(a, b, coef, d, out, acc);
+  else scaled_diff<scalar_t, acc_t>(a, b, coef, d, out, acc);
 }
 
 struct LossParams {
@@ -97,43 +139,42 @@ void forward_rows(const scalar_t* e, const scalar_t* s, const acc_t* y, acc_t ta
 }
 
 // g == nullptr: no loss term; gmu == nullptr: no membership gradient.
+// Threads own tiles of classes (≈ 64 KiB of ds accumulators each, cache resident); within a tile
+// samples are the outer loop, so each step streams the tile's contiguous slice of e[b] and de[b].
 template <typename scalar_t, typename acc_t>
 void backward_cols(const scalar_t* e, const scalar_t* s, const acc_t* y, acc_t tau, const acc_t* stats,
                    const acc_t* g, int64_t g_stride, acc_t g_scale, const acc_t* gmu, LossParams p, int64_t B,
                    int64_t C, int64_t D, scalar_t* de, scalar_t* ds, acc_t* dtau_part) {
   const acc_t ls = p.logit_scale, thr = p.threshold, alpha = p.alpha;
-  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> ds_acc(D);
-    for (int64_t c = begin; c < end; ++c) {
+  const int64_t tile = std::max<int64_t>(1, (int64_t{64} << 10) / static_cast<int64_t>(sizeof(acc_t) * std::max<int64_t>(D, 1)));
+  at::parallel_for(0, C, tile, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> ds_acc(std::min(tile, end - begin) * D);
+    for (int64_t c0 = begin; c0 < end; c0 += tile) {
+      const int64_t c1 = std::min(end, c0 + tile);
       std::fill(ds_acc.begin(), ds_acc.end(), acc_t(0));
-      const scalar_t* sr = s + c * D;
-      acc_t dtau = 0;
+      std::fill(dtau_part + c0, dtau_part + c1, acc_t(0));
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t bc = b * C + c;
-        const scalar_t* er = e + bc * D;
-        const acc_t dist = sq_dist<scalar_t, acc_t>(er, sr, D);
-        const acc_t m = std::exp(-dist / tau);
-        acc_t grad = 0;
-        if (g != nullptr) {
-          const acc_t* st = stats + b * 4;
-          const acc_t f = ls * (m - thr);
-          const acc_t h = y[bc] > acc_t(0.5) ? -ls * std::exp(-f - st[1]) - alpha / st[3]
-                                             : ls * std::exp(f - st[0]) + alpha * st[2] / (st[3] * st[3]);
-          grad = g[b * g_stride] * g_scale * h;
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t bc = b * C + c;
+          const scalar_t* er = e + bc * D;
+          const scalar_t* sr = s + c * D;
+          const acc_t dist = sq_dist<scalar_t, acc_t>(er, sr, D);
+          const acc_t m = std::exp(-dist / tau);
+          acc_t grad = 0;
+          if (g != nullptr) {
+            const acc_t* st = stats + b * 4;
+            const acc_t f = ls * (m - thr);
+            const acc_t h = y[bc] > acc_t(0.5) ? -ls * std::exp(-f - st[1]) - alpha / st[3]
+                                               : ls * std::exp(f - st[0]) + alpha * st[2] / (st[3] * st[3]);
+            grad = g[b * g_stride] * g_scale * h;
+          }
+          if (gmu != nullptr) grad += gmu[bc];
+          const acc_t gm = grad * m;
+          scaled_diff_row<scalar_t, acc_t>(er, sr, -2 * gm / tau, D, de + bc * D, ds_acc.data() + (c - c0) * D);
+          dtau_part[c] += gm * dist / tau / tau;  // Gμ first: a vanishing μ zeroes it before τ² can overflow
         }
-        if (gmu != nullptr) grad += gmu[bc];
-        const acc_t gm = grad * m;
-        const acc_t coef = -2 * gm / tau;
-        scalar_t* der = de + bc * D;
-        for (int64_t k = 0; k < D; ++k) {
-          const acc_t v = coef * (static_cast<acc_t>(er[k]) - static_cast<acc_t>(sr[k]));
-          der[k] = static_cast<scalar_t>(v);
-          ds_acc[k] -= v;
-        }
-        dtau += gm * dist / tau / tau;  // Gμ first: a vanishing μ zeroes it before τ² can overflow
       }
-      for (int64_t k = 0; k < D; ++k) ds[c * D + k] = static_cast<scalar_t>(ds_acc[k]);
-      dtau_part[c] = dtau;
+      for (int64_t i = 0; i < (c1 - c0) * D; ++i) ds[c0 * D + i] = static_cast<scalar_t>(ds_acc[i]);
     }
   });
 }

@@ -71,7 +71,8 @@ def _check_labels(y: torch.Tensor, e: torch.Tensor) -> None:
         raise ValueError(f"y must have shape [B, C] = {tuple(e.shape[:2])}, got {tuple(y.shape)}")
     if y.dtype.is_complex:
         raise TypeError(f"y must be a real (bool, integer or float) tensor, got {y.dtype}")
-    if not is_compiling() and y.numel() > 0 and bool(((y != 0) & (y != 1)).any()):
+    # A value check costs a few elementwise ops and a device sync; bool labels are binary by type.
+    if y.dtype != torch.bool and not is_compiling() and y.numel() > 0 and bool(((y != 0) & (y != 1)).any()):
         raise ValueError("y must be binary (every entry 0 or 1)")
 
 
