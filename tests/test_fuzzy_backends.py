@@ -165,7 +165,9 @@ def test_membership(kernel):
 
 def test_forced_fused_backend_rejects_unfused_kernel():
     e, s, _, tau = _inputs(2, 3, 4)
-    for backend in ("cpu", "triton"):
+    registered = [b for b in ops.available_backends(fuzzy_ops.OP_MEMBERSHIP) if b != "reference"]
+    assert "triton" in registered
+    for backend in registered:
         with pytest.raises(ops.BackendUnavailableError, match="gaussian"):
             ops.fuzzy_membership(e, s, tau, "cosine", backend=backend)
 
@@ -203,6 +205,10 @@ def test_bad_inputs_raise():
     e, s, y, tau = _inputs(2, 3, 4)
     with pytest.raises(ValueError, match="y must be binary"):
         ops.fuzzy_loss(e, s, y * 0.5, tau)
+    with pytest.raises(ValueError, match="y must be binary"):
+        ops.fuzzy_loss(e, s, y.long() - 1, tau, backend="cpu")
+    with pytest.raises(TypeError, match="y must be a real"):
+        ops.fuzzy_loss(e, s, y.to(torch.complex64), tau)
     with pytest.raises(ValueError, match="y must have shape"):
         ops.fuzzy_loss(e, s, y[:, :2], tau)
     with pytest.raises(ValueError, match="s must have shape"):

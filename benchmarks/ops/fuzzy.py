@@ -6,7 +6,9 @@ with torch.profiler, by running this module:
 
     python -m benchmarks.ops.fuzzy --device cpu --json benchmarks/results/cpu_fuzzy.json
 
-which adds a ``launch_counts`` key to that JSON (written first by ``benchmarks.run``). On CUDA it
+which adds to that JSON (written first by ``benchmarks.run``) a ``launch_counts`` key and the
+forward+backward time of ``torch.compile(reference)`` (``compiled_reference_forward_backward``),
+which the shared harness does not time for baselines. On CUDA it
 counts device kernels; on CPU, where there are no launches, it counts the operator calls issued
 to the dispatcher at top level (aten:: / fact_fast:: events not nested in another such event),
 which is what becomes a kernel launch each on a GPU.
@@ -111,6 +113,27 @@ def launch_counts(device: torch.device, dtype: torch.dtype = torch.float32) -> l
     return records
 
 
+def compiled_reference_fwd_bwd(device: torch.device, dtype: torch.dtype = torch.float32, iters: int = 10,
+                               max_seconds: float = 5.0) -> list[dict]:
+    """Forward+backward of torch.compile(reference) (the harness times baselines forward only)."""
+    from benchmarks.harness import time_fn
+    records = []
+    for case in CASES:
+        scale = 1.0 if device.type == "cuda" else case.cpu_scale
+        inputs = case.make(device=device, dtype=dtype, scale=scale)
+        for k in case.grad_inputs:
+            inputs[k].requires_grad_(True)
+        fn = torch.compile(reference.fuzzy_loss)
+
+        def step():
+            for k in case.grad_inputs:
+                inputs[k].grad = None
+            case.loss(fn(**inputs)).backward()
+        records.append({"op": case.op, "size": case.size, "scale": scale,
+                        "forward_backward": time_fn(step, device, 3, iters, max_seconds)})
+    return records
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Count kernel launches (CUDA) or op calls (CPU) per fuzzy_loss step")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -118,6 +141,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     records = launch_counts(device)
+    compiled = compiled_reference_fwd_bwd(device)
+    for r in compiled:
+        print(f"[{r['op']}/{r['size']}] torch.compile(reference) forward+backward "
+              f"{r['forward_backward']['median_ms']:.3f} ms", file=sys.stderr)
     for r in records:
         for backend, step in r["results"].items():
             key = "kernels" if device.type == "cuda" else "op_calls"
@@ -127,6 +154,11 @@ def main(argv=None) -> int:
         with open(args.json) as f:
             doc = json.load(f)
         doc["launch_counts"] = {"device_type": device.type, "cases": records}
+        doc["compiled_reference_forward_backward"] = compiled
+        for case, extra in zip(doc.get("cases", []), compiled):
+            ref = case["results"].get("reference", {}).get("forward_backward", {}).get("median_ms")
+            if case["size"] == extra["size"] and ref:
+                extra["reference_over_compiled"] = ref / extra["forward_backward"]["median_ms"]
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"updated {args.json}", file=sys.stderr)
