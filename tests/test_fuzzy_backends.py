@@ -261,6 +261,10 @@ def test_opcheck_triton():
     torch.library.opcheck(torch.ops.fact_fast.fuzzy_loss_triton.default,
                           (e, s, y, tau, 1.0, 10.0, 0.5, 1.0, "mean"), test_utils=utils)
     torch.library.opcheck(torch.ops.fact_fast.fuzzy_membership_triton.default, (e, s, tau), test_utils=utils)
+    stats = torch.ops.fact_fast.fuzzy_loss_triton(e, s, y, tau, 1.0, 10.0, 0.5, 1.0, "none")[2]
+    torch.library.opcheck(torch.ops.fact_fast.fuzzy_backward_triton.default,
+                          (torch.ones(2), None, e.detach(), s.detach(), y, tau.detach(), stats.detach(), 1.0, 10.0,
+                           0.5, "none"), test_utils=("test_schema", "test_faketensor"))
 
 
 def test_torch_compile_fullgraph():
