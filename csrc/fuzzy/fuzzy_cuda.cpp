@@ -1,5 +1,5 @@
-// CUDA registration of the fuzzy ops: checks, contiguous float32 side inputs, output and scratch
-// allocation (all torch.empty: the kernels write every element), then the torch-free launchers.
+// CUDA registration of the fuzzy ops: checks, contiguous side inputs, output and scratch
+// allocation (torch.empty: the kernels write every element), then the torch-free launchers.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
@@ -21,6 +21,17 @@ void check_cuda_dtype(const at::Tensor& e) {
   TORCH_CHECK_TYPE(e.scalar_type() != at::kDouble, "the CUDA fuzzy kernels support float16, bfloat16 and float32");
 }
 
+// Float32 and one-byte labels are read in place; other dtypes are converted to float32 first.
+at::Tensor kernel_labels(const at::Tensor& y) {
+  const auto t = y.scalar_type();
+  return (t == at::kBool || t == at::kByte || t == at::kFloat) ? y.contiguous() : y.to(at::kFloat).contiguous();
+}
+
+FuzzyLabels labels_of(const at::Tensor& y) {
+  if (!y.defined()) return {nullptr, false};
+  return {y.const_data_ptr(), y.scalar_type() != at::kFloat};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& e_in, const at::Tensor& s_in,
                                                             const at::Tensor* y_in, const at::Tensor& tau,
                                                             FuzzyLossParams p, Reduction reduction) {
@@ -39,9 +50,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& e_
   at::Tensor out = reduce ? (B == 0 ? at::zeros({}, f32) : at::empty({}, f32)) : per_sample;
   at::Tensor counter = at::empty({reduce ? 1 : 0}, e.options().dtype(at::kInt));
   at::Tensor y;
-  if (loss) y = y_in->to(at::kFloat).contiguous();
+  if (loss) y = kernel_labels(*y_in);
   C10_CUDA_CHECK(launch_fuzzy_forward(
-      dtype_of(e), e.const_data_ptr(), s.const_data_ptr(), loss ? y.const_data_ptr<float>() : nullptr,
+      dtype_of(e), e.const_data_ptr(), s.const_data_ptr(), labels_of(y),
       tau_f.const_data_ptr<float>(), B, C, D, p, reduce,
       reduction == fuzzy::kMean && B > 0 ? 1.f / static_cast<float>(B) : 1.f, mu.mutable_data_ptr(),
       loss ? stats.mutable_data_ptr<float>() : nullptr, loss ? per_sample.mutable_data_ptr<float>() : nullptr,
@@ -85,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cuda(
   int64_t g_stride = 0;
   if (has_loss) {
     fuzzy::check_y(*y_in, e);
-    y = y_in->to(at::kFloat).contiguous();
+    y = kernel_labels(*y_in);
     stats = stats_in->to(at::kFloat).contiguous();
     TORCH_CHECK_VALUE(stats.dim() == 2 && stats.size(0) == B && stats.size(1) == 4, "stats must have shape [B, 4]");
     std::tie(g, g_stride) = fuzzy::upstream(*grad_loss, e, reduction);
@@ -103,8 +114,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cuda(
   at::Tensor counter = at::empty({1}, e.options().dtype(at::kInt));
   FuzzyLossParams p{static_cast<float>(alpha), static_cast<float>(logit_scale), static_cast<float>(threshold), 0.f};
   C10_CUDA_CHECK(launch_fuzzy_backward(
-      dtype_of(e), e.const_data_ptr(), s.const_data_ptr(), has_loss ? y.const_data_ptr<float>() : nullptr,
-      tau_f.const_data_ptr<float>(), has_loss ? stats.const_data_ptr<float>() : nullptr,
+      dtype_of(e), e.const_data_ptr(), s.const_data_ptr(), labels_of(y), tau_f.const_data_ptr<float>(),
+      has_loss ? stats.const_data_ptr<float>() : nullptr,
       has_loss ? g.const_data_ptr<float>() : nullptr, g_stride,
       reduction == fuzzy::kMean && B > 0 ? 1.f / static_cast<float>(B) : 1.f,
       gmu.defined() ? gmu.const_data_ptr<float>() : nullptr, B, C, D, p, de.mutable_data_ptr(),

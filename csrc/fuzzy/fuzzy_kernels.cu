@@ -48,6 +48,10 @@ __device__ __forceinline__ float row_sq_dist(const T* __restrict__ er, const T* 
   return warp_sum(acc);
 }
 
+__device__ __forceinline__ bool positive(FuzzyLabels y, int64_t i) {
+  return y.bytes ? static_cast<const unsigned char*>(y.data)[i] != 0 : static_cast<const float*>(y.data)[i] > 0.5f;
+}
+
 // Online log-sum-exp state: m = running max, s = Σ exp(x − m); empty is (−inf, 0).
 __device__ __forceinline__ void lse_add(float& m, float& s, float x) {
   const float m_new = fmaxf(m, x);
@@ -57,7 +61,7 @@ __device__ __forceinline__ void lse_add(float& m, float& s, float x) {
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-fuzzy_forward_kernel(const T* __restrict__ e, const T* __restrict__ s, const float* __restrict__ y,
+fuzzy_forward_kernel(const T* __restrict__ e, const T* __restrict__ s, FuzzyLabels y,
                      const float* __restrict__ tau_ptr, int64_t B, int64_t C, int64_t D, FuzzyLossParams p,
                      bool reduce, float out_scale, T* __restrict__ mu, float* __restrict__ stats,
                      float* __restrict__ per_sample, float* __restrict__ out, unsigned* __restrict__ counter) {
@@ -72,9 +76,9 @@ fuzzy_forward_kernel(const T* __restrict__ e, const T* __restrict__ s, const flo
       const int64_t bc = b * C + c;
       const float m = expf(-row_sq_dist(e + bc * D, s + c * D, D, lane) / tau);
       if (lane == 0) mu[bc] = from_float<T>(m);
-      if (y != nullptr) {
+      if (y.data != nullptr) {
         const float f = p.logit_scale * (m - p.threshold);
-        if (y[bc] > 0.5f) {
+        if (positive(y, bc)) {
           lse_add(m_pos, s_pos, -f);
           num += m;
           den += 1.f;
@@ -84,7 +88,7 @@ fuzzy_forward_kernel(const T* __restrict__ e, const T* __restrict__ s, const flo
         }
       }
     }
-    if (y == nullptr) continue;
+    if (y.data == nullptr) continue;
     if (lane == 0) {
       float* st = warp_state[warp];
       st[0] = m_neg; st[1] = s_neg; st[2] = m_pos; st[3] = s_pos; st[4] = num; st[5] = den;
@@ -115,7 +119,7 @@ fuzzy_forward_kernel(const T* __restrict__ e, const T* __restrict__ s, const flo
     }
     __syncthreads();  // warp_state is reused by the next sample
   }
-  if (y == nullptr || !reduce) return;
+  if (y.data == nullptr || !reduce) return;
   // Last-block batch sum (the CUDA threadFenceReduction pattern).
   __threadfence();
   if (threadIdx.x == 0) is_last = atomicAdd(counter, 1u) == gridDim.x - 1;
@@ -134,7 +138,7 @@ fuzzy_forward_kernel(const T* __restrict__ e, const T* __restrict__ s, const flo
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-fuzzy_backward_kernel(const T* __restrict__ e, const T* __restrict__ s, const float* __restrict__ y,
+fuzzy_backward_kernel(const T* __restrict__ e, const T* __restrict__ s, FuzzyLabels y,
                       const float* __restrict__ tau_ptr, const float* __restrict__ stats, const float* __restrict__ g,
                       int64_t g_stride, float g_scale, const float* __restrict__ gmu, int64_t B, int64_t C,
                       int64_t D, FuzzyLossParams p, T* __restrict__ de, T* __restrict__ ds,
@@ -159,7 +163,7 @@ fuzzy_backward_kernel(const T* __restrict__ e, const T* __restrict__ s, const fl
       if (g != nullptr) {
         const float* st = stats + b * 4;
         const float f = p.logit_scale * (m - p.threshold);
-        const float h = y[bc] > 0.5f ? -p.logit_scale * expf(-f - st[1]) - p.alpha / st[3]
+        const float h = positive(y, bc) ? -p.logit_scale * expf(-f - st[1]) - p.alpha / st[3]
                                      : p.logit_scale * expf(f - st[0]) + p.alpha * st[2] / (st[3] * st[3]);
         grad = g[b * g_stride] * g_scale * h;
       }
@@ -200,11 +204,11 @@ fuzzy_backward_kernel(const T* __restrict__ e, const T* __restrict__ s, const fl
 }
 
 template <typename T>
-cudaError_t forward(const void* e, const void* s, const float* y, const float* tau, int64_t B, int64_t C, int64_t D,
+cudaError_t forward(const void* e, const void* s, FuzzyLabels y, const float* tau, int64_t B, int64_t C, int64_t D,
                     FuzzyLossParams p, bool reduce, float out_scale, void* mu, float* stats, float* per_sample,
                     float* out, unsigned* counter, cudaStream_t stream) {
   if (B == 0) return cudaSuccess;
-  if (y != nullptr && reduce) {
+  if (y.data != nullptr && reduce) {
     const cudaError_t err = cudaMemsetAsync(counter, 0, sizeof(unsigned), stream);
     if (err != cudaSuccess) return err;
   }
@@ -216,7 +220,7 @@ cudaError_t forward(const void* e, const void* s, const float* y, const float* t
 }
 
 template <typename T>
-cudaError_t backward(const void* e, const void* s, const float* y, const float* tau, const float* stats,
+cudaError_t backward(const void* e, const void* s, FuzzyLabels y, const float* tau, const float* stats,
                      const float* g, int64_t g_stride, float g_scale, const float* gmu, int64_t B, int64_t C,
                      int64_t D, FuzzyLossParams p, void* de, void* ds, float* workspace, float* partial,
                      unsigned* counter, float* dtau, cudaStream_t stream) {
@@ -235,7 +239,7 @@ int64_t fuzzy_backward_blocks(int64_t C) { return C < kMaxBackwardBlocks ? C : k
 
 int64_t fuzzy_backward_workspace_per_block(int64_t D) { return kWarps * D; }
 
-cudaError_t launch_fuzzy_forward(DType dtype, const void* e, const void* s, const float* y, const float* tau,
+cudaError_t launch_fuzzy_forward(DType dtype, const void* e, const void* s, FuzzyLabels y, const float* tau,
                                  int64_t B, int64_t C, int64_t D, FuzzyLossParams p, bool reduce, float out_scale,
                                  void* mu, float* stats, float* per_sample, float* out, unsigned* counter,
                                  cudaStream_t stream) {
@@ -252,7 +256,7 @@ cudaError_t launch_fuzzy_forward(DType dtype, const void* e, const void* s, cons
   }
 }
 
-cudaError_t launch_fuzzy_backward(DType dtype, const void* e, const void* s, const float* y, const float* tau,
+cudaError_t launch_fuzzy_backward(DType dtype, const void* e, const void* s, FuzzyLabels y, const float* tau,
                                   const float* stats, const float* g, int64_t g_stride, float g_scale,
                                   const float* gmu, int64_t B, int64_t C, int64_t D, FuzzyLossParams p, void* de,
                                   void* ds, float* workspace, float* partial, unsigned* counter, float* dtau,
