@@ -1,12 +1,21 @@
 """Fuzzy membership and FACT's point + set loss (SPEC §2.6–2.7, §3).
 
 Front-end (validation + dispatch) and backend registrations of the fuzzy family.
+
+Fused backends (``cpu``, ``cuda``: the compiled ops ``fact_fast::fuzzy_loss`` /
+``fuzzy_membership`` / ``fuzzy_backward``; ``triton``: the same three as ``*_triton`` custom ops)
+run one forward kernel and one backward kernel per call. The forward returns per-sample stats
+(the two log-sum-exps and the Jaccard numerator/denominator, [B, 4]) that the backward uses to
+rebuild ∂L/∂μ without any [B, C] softmax buffer; μ and the distances are recomputed there.
+Only the Gaussian membership kernel is fused; the others run in the reference.
 """
 from __future__ import annotations
 
 import torch
 
-from . import reference
+from fact_fast import _extension
+
+from . import _support, reference
 from ._backend import register, resolve
 from ._validate import (check_finite_number, check_positive, check_same_device, check_same_dtype, check_tensor,
                         is_compiling)
@@ -62,7 +71,8 @@ def _check_labels(y: torch.Tensor, e: torch.Tensor) -> None:
         raise ValueError(f"y must have shape [B, C] = {tuple(e.shape[:2])}, got {tuple(y.shape)}")
     if y.dtype.is_complex:
         raise TypeError(f"y must be a real (bool, integer or float) tensor, got {y.dtype}")
-    if not is_compiling() and y.numel() > 0 and bool(((y != 0) & (y != 1)).any()):
+    # A value check costs a few elementwise ops and a device sync; bool labels are binary by type.
+    if y.dtype != torch.bool and not is_compiling() and y.numel() > 0 and bool(((y != 0) & (y != 1)).any()):
         raise ValueError("y must be binary (every entry 0 or 1)")
 
 
@@ -93,3 +103,152 @@ def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: fl
 
 register(OP_MEMBERSHIP, "reference")(reference.fuzzy_membership)
 register(OP_LOSS, "reference")(reference.fuzzy_loss)
+
+
+# --- fused backends: shared autograd wiring ---------------------------------------------------------
+
+def _compute_dtype(e: torch.Tensor) -> torch.dtype:
+    return torch.float64 if e.dtype == torch.float64 else torch.float32
+
+
+def _tau_tensor(tau, e: torch.Tensor) -> torch.Tensor:
+    """τ as a 0-d tensor in the kernels' accumulation dtype (differentiable when it is a tensor)."""
+    if isinstance(tau, torch.Tensor):
+        return tau.to(_compute_dtype(e))
+    return torch.full((), float(tau), dtype=_compute_dtype(e), device=e.device)
+
+
+def _loss_fake(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction):
+    acc = _compute_dtype(e)
+    loss = e.new_empty((e.shape[0],) if reduction == "none" else (), dtype=acc)
+    return loss, e.new_empty(e.shape[:2]), e.new_empty(e.shape[0], 4, dtype=acc)
+
+
+def _membership_fake(e, s, tau):
+    return e.new_empty(e.shape[:2])
+
+
+def _backward_fake(grad_loss, grad_mu, e, s, y, tau, stats, alpha, logit_scale, threshold, reduction):
+    return torch.empty_like(e), torch.empty_like(s), e.new_empty((), dtype=_compute_dtype(e))
+
+
+def _autograd(backward_op):
+    """(setup_context, backward) pairs for a loss op and a membership op sharing ``backward_op``."""
+
+    def loss_setup(ctx, inputs, output):
+        e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction = inputs
+        ctx.save_for_backward(e, s, y, tau, output[2])
+        ctx.params = (alpha, logit_scale, threshold, reduction)
+        # Unused outputs (typically μ, or the loss in an eval pass) then arrive as None and the
+        # kernel skips their terms instead of reading a zero-filled [B, C] gradient.
+        ctx.set_materialize_grads(False)
+
+    def loss_backward(ctx, grad_loss, grad_mu, _grad_stats):
+        e, s, y, tau, stats = ctx.saved_tensors
+        if grad_loss is None and grad_mu is None:
+            return (None,) * 9
+        de, ds, dtau = backward_op(grad_loss, grad_mu, e, s, y, tau, stats, *ctx.params)
+        need = ctx.needs_input_grad
+        return (de if need[0] else None, ds if need[1] else None, None, dtau if need[3] else None,
+                None, None, None, None, None)
+
+    def membership_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def membership_backward(ctx, grad_mu):
+        e, s, tau = ctx.saved_tensors
+        de, ds, dtau = backward_op(None, grad_mu, e, s, None, tau, None, 0.0, 0.0, 0.0, "none")
+        need = ctx.needs_input_grad
+        return de if need[0] else None, ds if need[1] else None, dtau if need[2] else None
+
+    return (loss_backward, loss_setup), (membership_backward, membership_setup)
+
+
+def _fused_loss(loss_op):
+    def run(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction):
+        loss, mu, _ = loss_op(e, s, y, _tau_tensor(tau, e), alpha, logit_scale, threshold, smooth, reduction)
+        return loss, mu
+    return run
+
+
+def _fused_membership(membership_op):
+    def run(e, s, tau, kernel):
+        return membership_op(e, s, _tau_tensor(tau, e))
+    return run
+
+
+def _gaussian_only(reason_fn):
+    def supports(e, s, tau, kernel):
+        if kernel != "gaussian":
+            return f"only the gaussian membership kernel is fused, got {kernel!r}"
+        return reason_fn(e)
+    return supports
+
+
+# --- compiled extension (fact_fast._C): cpu and cuda ---------------------------------------------
+
+if _extension.load() and _extension.has_kernel(OP_LOSS, "cpu"):
+    torch.library.register_fake("fact_fast::fuzzy_loss")(_loss_fake)
+    torch.library.register_fake("fact_fast::fuzzy_membership")(_membership_fake)
+    torch.library.register_fake("fact_fast::fuzzy_backward")(_backward_fake)
+    (_bwd, _setup), (_mbwd, _msetup) = _autograd(lambda *a: torch.ops.fact_fast.fuzzy_backward(*a))
+    torch.library.register_autograd("fact_fast::fuzzy_loss", _bwd, setup_context=_setup)
+    torch.library.register_autograd("fact_fast::fuzzy_membership", _mbwd, setup_context=_msetup)
+
+    for _device in ("cpu", "cuda"):
+        register(OP_LOSS, _device, supports=lambda e, *a, _d=_device: _support.compiled(_d, OP_LOSS, e)
+                 )(_fused_loss(lambda *a: torch.ops.fact_fast.fuzzy_loss(*a)))
+        register(OP_MEMBERSHIP, _device,
+                 supports=_gaussian_only(lambda e, _d=_device: _support.compiled(_d, OP_MEMBERSHIP, e))
+                 )(_fused_membership(lambda *a: torch.ops.fact_fast.fuzzy_membership(*a)))
+
+
+# --- triton ---------------------------------------------------------------------------------------
+
+@torch.library.custom_op("fact_fast::fuzzy_loss_triton", mutates_args=())
+def _fuzzy_loss_triton(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau: torch.Tensor, alpha: float,
+                       logit_scale: float, threshold: float, smooth: float, reduction: str
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from fact_fast.kernels import fuzzy as kernels
+    return kernels.fuzzy_forward(e.contiguous(), s.contiguous(), y.contiguous(), tau, alpha, logit_scale,
+                                 threshold, smooth, reduction)
+
+
+@torch.library.custom_op("fact_fast::fuzzy_membership_triton", mutates_args=())
+def _fuzzy_membership_triton(e: torch.Tensor, s: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    from fact_fast.kernels import fuzzy as kernels
+    return kernels.fuzzy_forward(e.contiguous(), s.contiguous(), None, tau, 0.0, 0.0, 0.0, 0.0, "none")[1]
+
+
+@torch.library.custom_op("fact_fast::fuzzy_backward_triton", mutates_args=())
+def _fuzzy_backward_triton(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None, e: torch.Tensor,
+                           s: torch.Tensor, y: torch.Tensor | None, tau: torch.Tensor, stats: torch.Tensor | None,
+                           alpha: float, logit_scale: float, threshold: float, reduction: str
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from fact_fast.kernels import fuzzy as kernels
+    return kernels.fuzzy_backward(grad_loss, grad_mu, e.contiguous(), s.contiguous(),
+                                  None if y is None else y.contiguous(), tau, stats, alpha, logit_scale,
+                                  threshold, reduction)
+
+
+_fuzzy_loss_triton.register_fake(_loss_fake)
+_fuzzy_membership_triton.register_fake(_membership_fake)
+_fuzzy_backward_triton.register_fake(_backward_fake)
+(_tbwd, _tsetup), (_tmbwd, _tmsetup) = _autograd(_fuzzy_backward_triton)
+_fuzzy_loss_triton.register_autograd(_tbwd, setup_context=_tsetup)
+_fuzzy_membership_triton.register_autograd(_tmbwd, setup_context=_tmsetup)
+
+# Must match fact_fast.kernels.fuzzy.MAX_D (not imported here: kernel modules load lazily).
+TRITON_MAX_D = 8192
+
+
+def _triton_supports(e: torch.Tensor) -> str | None:
+    reason = _support.triton(e)
+    if reason is None and e.shape[-1] > TRITON_MAX_D:
+        return f"the Triton kernels hold one feature row in registers: d must be <= {TRITON_MAX_D}"
+    return reason
+
+
+register(OP_LOSS, "triton", supports=lambda e, *a: _triton_supports(e))(_fused_loss(_fuzzy_loss_triton))
+register(OP_MEMBERSHIP, "triton", supports=_gaussian_only(_triton_supports))(
+    _fused_membership(_fuzzy_membership_triton))

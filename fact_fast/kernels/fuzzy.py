@@ -1,0 +1,248 @@
+"""Triton kernels of the fuzzy family: Gaussian membership fused with FACT's point + set loss.
+
+Forward (``_fuzzy_fwd_kernel``), one program per sample b, classes in tiles of BLOCK_C:
+    dist_c = Σ_k (e_bck − s_ck)² (fp32), μ_c = exp(−dist_c/τ), f_c = λ(μ_c − δ);
+    point loss = logsumexp([0, f_neg...]) + logsumexp([0, −f_pos...]) with an online max
+    (the 0 term starts the running max, so any λ and μ → 0 are stable);
+    fuzzy Jaccard J = (Σ yμ + ε) / (Σ y + (1−y)μ + ε).
+    It writes μ [B, C], the per-sample loss and per-sample stats [B, 4] = (lse_neg, lse_pos,
+    Jaccard numerator, Jaccard denominator): all the backward needs besides e, s, y and τ.
+    The batch sum is deterministic without a second kernel: every program bumps a counter and
+    the last one to arrive sums the per-sample losses in index order.
+
+Backward (``_fuzzy_bwd_kernel``), one program per class c, samples in tiles of BLOCK_B:
+    recompute dist and μ (cheaper than storing them, and bit-for-bit what the forward used up
+    to reduction order), G_bc = g_b·∂L_b/∂μ_bc + grad_μ_bc with
+        ∂L_b/∂μ_bc = λ·exp(f − lse_neg) + α·A/B²    (y = 0)
+                   = −λ·exp(−f − lse_pos) − α/B     (y = 1),
+    de_bc = −2Gμ/τ·(e_bc − s_c), ds_c = −Σ_b de_bc accumulated in registers by the program that
+    owns class c (deterministic, no atomics), dτ = Σ G μ dist / τ² from per-class partials summed
+    in class order by the last program. The upstream gradient g is multiplied in-kernel (one FMA
+    per (b, c)); with an autograd tensor there is no free way to know that it equals 1.
+
+Both kernels also serve ``fuzzy_membership`` (COMPUTE_LOSS / HAS_LOSS off).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Register tile budget (elements of one [rows, BLOCK_D] tile) and the largest feature size one
+# tile row can hold; beyond it the op falls back to another backend (see ops/fuzzy.py).
+TILE_ELEMENTS = 4096
+MAX_D = 8192  # fact_fast.ops.fuzzy.TRITON_MAX_D mirrors it
+REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
+
+
+@triton.jit
+def _fuzzy_fwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, mu_ptr, stats_ptr, loss_ptr, out_ptr, counter_ptr,
+                      B, C, D, alpha, logit_scale, threshold, smooth, out_scale,
+                      COMPUTE_LOSS: tl.constexpr, REDUCE: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    tau = tl.load(tau_ptr).to(tl.float32)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    m_neg = 0.0  # running max / scaled sum of exp over {0} ∪ {f_c : y_c = 0}
+    s_neg = 1.0
+    m_pos = 0.0  # the same over {0} ∪ {−f_c : y_c = 1}
+    s_pos = 1.0
+    num = 0.0
+    den = 0.0
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C).to(tl.int64)
+        mask_c = offs_c < C
+        mask = mask_c[:, None] & mask_d[None, :]
+        e = tl.load(e_ptr + (b * C + offs_c)[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+        s = tl.load(s_ptr + offs_c[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+        diff = e - s
+        dist = tl.sum(diff * diff, axis=1)
+        mu = tl.exp(-dist / tau)
+        tl.store(mu_ptr + b * C + offs_c, mu.to(mu_ptr.dtype.element_ty), mask=mask_c)
+        if COMPUTE_LOSS:
+            y = tl.load(y_ptr + b * C + offs_c, mask=mask_c, other=0).to(tl.float32)
+            pos = y > 0.5
+            f = logit_scale * (mu - threshold)
+            x_neg = tl.where(mask_c & (~pos), f, float("-inf"))
+            x_pos = tl.where(mask_c & pos, -f, float("-inf"))
+            m_new = tl.maximum(m_neg, tl.max(x_neg, axis=0))
+            s_neg = s_neg * tl.exp(m_neg - m_new) + tl.sum(tl.exp(x_neg - m_new), axis=0)
+            m_neg = m_new
+            m_new = tl.maximum(m_pos, tl.max(x_pos, axis=0))
+            s_pos = s_pos * tl.exp(m_pos - m_new) + tl.sum(tl.exp(x_pos - m_new), axis=0)
+            m_pos = m_new
+            yb = tl.where(pos, 1.0, 0.0)
+            num += tl.sum(tl.where(mask_c, yb * mu, 0.0), axis=0)
+            den += tl.sum(tl.where(mask_c, yb + (1.0 - yb) * mu, 0.0), axis=0)
+    if COMPUTE_LOSS:
+        lse_neg = m_neg + tl.log(s_neg)
+        lse_pos = m_pos + tl.log(s_pos)
+        num += smooth
+        den += smooth
+        tl.store(stats_ptr + b * 4 + 0, lse_neg)
+        tl.store(stats_ptr + b * 4 + 1, lse_pos)
+        tl.store(stats_ptr + b * 4 + 2, num)
+        tl.store(stats_ptr + b * 4 + 3, den)
+        tl.store(loss_ptr + b, lse_neg + lse_pos + alpha * (1.0 - num / den))
+        if REDUCE:
+            # acq_rel atomic: this program's loss store is visible to whoever sees its ticket.
+            ticket = tl.atomic_add(counter_ptr, 1)
+            if ticket == B - 1:
+                acc = tl.zeros([BLOCK_R], dtype=tl.float32)
+                for r0 in range(0, B, BLOCK_R):
+                    offs_r = r0 + tl.arange(0, BLOCK_R)
+                    acc += tl.load(loss_ptr + offs_r, mask=offs_r < B, other=0.0, cache_modifier=".cg")
+                tl.store(out_ptr, tl.sum(acc, axis=0) * out_scale)
+                tl.atomic_xchg(counter_ptr, 0)  # leave the shared counter zeroed for the next launch
+
+
+@triton.jit
+def _fuzzy_bwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, stats_ptr, g_ptr, gmu_ptr, de_ptr, ds_ptr, part_ptr,
+                      counter_ptr, dtau_ptr, B, C, D, g_stride, g_scale, alpha, logit_scale, threshold,
+                      HAS_LOSS: tl.constexpr, HAS_GMU: tl.constexpr,
+                      BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
+    c = tl.program_id(0).to(tl.int64)
+    tau = tl.load(tau_ptr).to(tl.float32)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    s = tl.load(s_ptr + c * D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    ds_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dtau_acc = tl.zeros([BLOCK_B], dtype=tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        offs_b = b0 + tl.arange(0, BLOCK_B).to(tl.int64)
+        mask_b = offs_b < B
+        mask = mask_b[:, None] & mask_d[None, :]
+        row = (offs_b * C + c)[:, None] * D + offs_d[None, :]
+        e = tl.load(e_ptr + row, mask=mask, other=0.0).to(tl.float32)
+        diff = tl.where(mask, e - s[None, :], 0.0)
+        dist = tl.sum(diff * diff, axis=1)
+        mu = tl.exp(-dist / tau)
+        grad = tl.zeros([BLOCK_B], dtype=tl.float32)
+        if HAS_LOSS:
+            y = tl.load(y_ptr + offs_b * C + c, mask=mask_b, other=0).to(tl.float32)
+            lse_neg = tl.load(stats_ptr + offs_b * 4 + 0, mask=mask_b, other=0.0)
+            lse_pos = tl.load(stats_ptr + offs_b * 4 + 1, mask=mask_b, other=0.0)
+            num = tl.load(stats_ptr + offs_b * 4 + 2, mask=mask_b, other=1.0)
+            den = tl.load(stats_ptr + offs_b * 4 + 3, mask=mask_b, other=1.0)
+            f = logit_scale * (mu - threshold)
+            h_neg = logit_scale * tl.exp(f - lse_neg) + alpha * num / (den * den)
+            h_pos = -logit_scale * tl.exp(-f - lse_pos) - alpha / den
+            g = tl.load(g_ptr + offs_b * g_stride, mask=mask_b, other=0.0).to(tl.float32) * g_scale
+            grad = g * tl.where(y > 0.5, h_pos, h_neg)
+        if HAS_GMU:
+            grad += tl.load(gmu_ptr + offs_b * C + c, mask=mask_b, other=0.0).to(tl.float32)
+        grad = tl.where(mask_b, grad, 0.0)
+        gmu = grad * mu
+        coef = -2.0 * gmu / tau
+        de = coef[:, None] * diff
+        tl.store(de_ptr + row, de.to(de_ptr.dtype.element_ty), mask=mask)
+        ds_acc -= tl.sum(de, axis=0)
+        # (Gμ·dist/τ)/τ: a vanishing μ zeroes the product before any division can overflow.
+        dtau_acc += gmu * dist / tau / tau
+    tl.store(ds_ptr + c * D + offs_d, ds_acc.to(ds_ptr.dtype.element_ty), mask=mask_d)
+    tl.store(part_ptr + c, tl.sum(dtau_acc, axis=0))
+    ticket = tl.atomic_add(counter_ptr, 1)
+    if ticket == C - 1:
+        acc = tl.zeros([BLOCK_R], dtype=tl.float32)
+        for r0 in range(0, C, BLOCK_R):
+            offs_r = r0 + tl.arange(0, BLOCK_R)
+            acc += tl.load(part_ptr + offs_r, mask=offs_r < C, other=0.0, cache_modifier=".cg")
+        tl.store(dtau_ptr, tl.sum(acc, axis=0))
+        tl.atomic_xchg(counter_ptr, 0)
+
+
+_counters: dict = {}
+
+
+def _counter(device: torch.device) -> torch.Tensor:
+    """The int32 ticket counter of the last-program reductions, kept at 0 between launches.
+
+    The program that reduces resets it, so no fill kernel runs per call. One per (device,
+    stream): kernels on one stream never overlap, kernels on different streams never share it.
+    """
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    buf = _counters.get(key)
+    if buf is None:
+        buf = _counters[key] = torch.zeros(1, dtype=torch.int32, device=device)
+    return buf
+
+
+def _block_d(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+def _rows(d: int, n: int) -> int:
+    """Rows per tile: fill TILE_ELEMENTS, but no more than the (power-of-2 rounded) row count."""
+    return max(1, min(TILE_ELEMENTS // _block_d(d), triton.next_power_of_2(max(n, 1))))
+
+
+def _num_warps(block_d: int, rows: int) -> int:
+    return 8 if block_d * rows >= 4096 else 4
+
+
+def fuzzy_forward(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None, tau: torch.Tensor, alpha: float,
+                  logit_scale: float, threshold: float, smooth: float, reduction: str
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """e [B, C, d], s [C, d] contiguous, y [B, C] (any real dtype) or None, tau 0-d float32.
+
+    Returns ``(loss, mu, stats)``: loss float32 ([B] for "none", else 0-d; empty when y is None),
+    mu [B, C] in e.dtype, stats float32 [B, 4] (empty when y is None).
+    """
+    bsz, c, d = e.shape
+    mu = torch.empty(bsz, c, dtype=e.dtype, device=e.device)
+    compute_loss = y is not None
+    per_sample = torch.empty(bsz if compute_loss else 0, dtype=torch.float32, device=e.device)
+    stats = torch.empty(per_sample.shape[0], 4, dtype=torch.float32, device=e.device)
+    reduce = compute_loss and reduction != "none"
+    if bsz == 0:  # nothing to launch; the reduced loss of an empty batch is 0
+        out = torch.zeros((), dtype=torch.float32, device=e.device) if reduce else per_sample
+        return out, mu, stats
+    out = torch.empty((), dtype=torch.float32, device=e.device) if reduce else per_sample
+    counter = _counter(e.device) if reduce else per_sample
+    block_d = _block_d(d)
+    block_c = _rows(d, c)
+    _fuzzy_fwd_kernel[(bsz,)](
+        e, s, y if compute_loss else e, tau, mu, stats, per_sample, out, counter, bsz, c, d,
+        alpha, logit_scale, threshold, smooth, 1.0 / bsz if reduction == "mean" else 1.0,
+        COMPUTE_LOSS=compute_loss, REDUCE=reduce, BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_R=1024,
+        num_warps=_num_warps(block_d, block_c))
+    return out, mu, stats
+
+
+def fuzzy_backward(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None, e: torch.Tensor,
+                   s: torch.Tensor, y: torch.Tensor | None, tau: torch.Tensor, stats: torch.Tensor | None,
+                   alpha: float, logit_scale: float, threshold: float, reduction: str
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients ``(de [B, C, d] e.dtype, ds [C, d] s.dtype, dtau 0-d float32)``.
+
+    grad_loss: upstream gradient of the loss (0-d, or [B] for "none"), or None when the loss
+    does not need one (``fuzzy_membership``, or the loss unused); grad_mu [B, C] or None.
+    """
+    bsz, c, d = e.shape
+    de = torch.empty_like(e)
+    ds = torch.empty_like(s)
+    if c == 0:
+        return de, ds, torch.zeros((), dtype=torch.float32, device=e.device)
+    dtau = torch.empty((), dtype=torch.float32, device=e.device)
+    has_loss = grad_loss is not None and y is not None
+    has_gmu = grad_mu is not None
+    if has_gmu:
+        grad_mu = grad_mu.contiguous()  # autograd hands out expanded (stride-0) gradients
+    if has_loss:
+        grad_loss = grad_loss.contiguous()
+        g_stride = 1 if reduction == "none" else 0
+        g_scale = 1.0 / bsz if reduction == "mean" and bsz > 0 else 1.0
+    else:
+        g_stride, g_scale = 0, 1.0
+    partial = torch.empty(c, dtype=torch.float32, device=e.device)
+    counter = _counter(e.device)
+    block_d = _block_d(d)
+    block_b = _rows(d, bsz)
+    _fuzzy_bwd_kernel[(c,)](
+        e, s, y if has_loss else e, tau, stats if has_loss else partial, grad_loss if has_loss else partial,
+        grad_mu if has_gmu else partial, de, ds, partial, counter, dtau, bsz, c, d, g_stride, g_scale,
+        alpha, logit_scale, threshold, HAS_LOSS=has_loss, HAS_GMU=has_gmu,
+        BLOCK_B=block_b, BLOCK_D=block_d, BLOCK_R=1024, num_warps=_num_warps(block_d, block_b))
+    return de, ds, dtau

@@ -1,0 +1,308 @@
+"""Fused fuzzy_loss / fuzzy_membership backends against the reference (SPEC §2.6–2.7, issue 6)."""
+import pytest
+import torch
+
+from fact_fast import _extension, ops
+from fact_fast.ops import fuzzy as fuzzy_ops
+from fact_fast.ops import reference
+from op_utils import assert_close, fused_backends, non_contiguous
+
+# (dtype, atol, rtol) for loss / μ / gradients. Both sides compute in float32 from the same
+# low-precision inputs, so the slack covers the final rounding to fp16/bf16 and summation order.
+DTYPES = [
+    (torch.float32, 1e-5, 1e-4),
+    (torch.float16, 2e-3, 1e-2),
+    (torch.bfloat16, 1.6e-2, 3e-2),
+    (torch.float64, 1e-7, 1e-6),  # op_utils.assert_close compares in float32
+]
+
+
+def _backends(op, e, *rest):
+    found = fused_backends(op, e, *rest)
+    if e.dtype == torch.float64:
+        found = [b for b in found if b == "cpu"]
+    return found
+
+
+def _inputs(b, c, d, dtype=torch.float32, pos_rate=0.3, spread=0.3, tau=None, device="cpu"):
+    """Anchors and embeddings near them, so μ spans (0, 1) rather than saturating."""
+    s = torch.randn(c, d, dtype=torch.float64)
+    e = s + spread * torch.randn(b, c, d, dtype=torch.float64)
+    y = (torch.rand(b, c) < pos_rate).float()
+    tau = torch.tensor(float(tau if tau is not None else max(2 * spread ** 2 * d, 1e-3)))
+    return e.to(device, dtype), s.to(device, dtype), y.to(device), tau.to(device)
+
+
+def _run(fn, e, s, y, tau, grads=True, mu_weight=None, **kw):
+    """Loss and μ, plus gradients of e, s, τ through (loss + Σ w·μ) when asked."""
+    e = e.detach().clone().requires_grad_(grads)
+    s = s.detach().clone().requires_grad_(grads)
+    tau = tau.detach().clone().requires_grad_(grads) if isinstance(tau, torch.Tensor) else tau
+    loss, mu = fn(e, s, y, tau, **kw)
+    out = {"loss": loss.detach(), "mu": mu.detach()}
+    if grads:
+        total = loss.float().sum()
+        if mu_weight is not None:
+            total = total + (mu.float() * mu_weight).sum()
+        total.backward()
+        out.update(de=e.grad, ds=s.grad)
+        if isinstance(tau, torch.Tensor):
+            out["dtau"] = tau.grad
+    return out
+
+
+def _compare(backend, e, s, y, tau, atol, rtol, grads=True, mu_weight=None, **kw):
+    got = _run(lambda *a, **k: ops.fuzzy_loss(*a, **k, backend=backend), e, s, y, tau, grads, mu_weight, **kw)
+    want = _run(reference.fuzzy_loss, e, s, y, tau, grads, mu_weight, **kw)
+    assert got["loss"].dtype == want["loss"].dtype and got["mu"].dtype == want["mu"].dtype
+    assert got["loss"].shape == want["loss"].shape
+    for key in want:
+        assert_close(got[key], want[key], atol, rtol, f"{backend} {key}")
+    return got
+
+
+CASES = {  # name -> (B, C, d, extra kwargs of _inputs, extra kwargs of the loss)
+    "random": ((6, 9, 37), {}, {}),
+    "one_row": ((1, 5, 16), {}, {}),
+    "single_class": ((5, 1, 12), {}, {}),
+    "no_positive": ((4, 7, 20), {"pos_rate": 0.0}, {}),
+    "all_positive": ((4, 7, 20), {"pos_rate": 1.1}, {}),
+    "huge_tau": ((4, 6, 16), {"tau": 1e6}, {}),
+    "tiny_tau": ((4, 6, 16), {"tau": 1e-2, "spread": 0.05}, {}),
+    "logit_scale_64": ((5, 8, 24), {}, {"logit_scale": 64.0, "alpha": 0.5, "threshold": 0.3}),
+    "saturated_mu": ((4, 6, 16), {"spread": 3.0, "tau": 1.0}, {"logit_scale": 64.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_loss_matches_reference_fp32(case, reduction):
+    (b, c, d), make_kw, loss_kw = CASES[case]
+    e, s, y, tau = _inputs(b, c, d, **make_kw)
+    mu_weight = torch.randn(b, c)
+    backends = _backends(fuzzy_ops.OP_LOSS, e, s, y, tau)
+    if reduction != "mean":  # the Triton interpreter is slow: one reduction covers its edge cases
+        backends = [x for x in backends if x != "triton" or case == "random"]
+    for backend in backends:
+        _compare(backend, e, s, y, tau, 1e-5, 1e-4, mu_weight=mu_weight, reduction=reduction, **loss_kw)
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", DTYPES)
+def test_dtypes(dtype, atol, rtol):
+    e, s, y, tau = _inputs(5, 7, 33, dtype)
+    for backend in _backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        _compare(backend, e, s, y, tau, atol, rtol, mu_weight=torch.randn(5, 7))
+        mu = ops.fuzzy_membership(e, s, tau, backend=backend)
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        want = reference.fuzzy_membership(e.to(acc), s.to(acc), tau.to(acc)).to(dtype)
+        assert_close(mu, want, atol, rtol, backend)
+
+
+def test_empty_batch():
+    e, s, y, tau = _inputs(0, 5, 8)
+    for backend in _backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        for reduction in ("mean", "sum", "none"):
+            got = _compare(backend, e, s, y, tau, 0, 0, reduction=reduction)
+            assert got["de"].shape == (0, 5, 8)
+            assert torch.equal(got["ds"], torch.zeros(5, 8)) and got["dtau"].item() == 0
+        assert ops.fuzzy_loss(e, s, y, tau, backend=backend)[0].item() == 0.0
+
+
+def test_non_contiguous_inputs_and_label_dtypes():
+    e, s, y, tau = _inputs(4, 6, 10)
+    e_nc, s_nc = non_contiguous(e), non_contiguous(s)
+    y_nc = non_contiguous(y)
+    for backend in _backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        _compare(backend, e_nc, s_nc, y_nc, tau, 1e-5, 1e-4)
+        want = ops.fuzzy_loss(e, s, y, tau, backend="reference")[0]
+        for labels in (y.bool(), y.to(torch.int64), y.to(torch.uint8), y.double()):
+            assert_close(ops.fuzzy_loss(e, s, labels, tau, backend=backend)[0], want, 1e-5, 1e-4,
+                         f"{backend} y {labels.dtype}")
+
+
+def test_tau_as_python_float_and_one_element_tensor():
+    e, s, y, _ = _inputs(3, 4, 8)
+    for backend in _backends(fuzzy_ops.OP_LOSS, e, s, y, 1.5):
+        _compare(backend, e, s, y, 1.5, 1e-5, 1e-4)
+        got = _compare(backend, e, s, y, torch.tensor([1.5]), 1e-5, 1e-4)
+        assert got["dtau"].shape == (1,)
+
+
+def test_only_mu_used_and_only_loss_used():
+    """Backward with one output's gradient missing (None) still matches the reference."""
+    e, s, y, tau = _inputs(4, 5, 12)
+    w = torch.randn(4, 5)
+    for backend in _backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        for use_loss in (True, False):
+            grads = []
+            for fn in (lambda *a: ops.fuzzy_loss(*a, backend=backend), reference.fuzzy_loss):
+                ee, ss, tt = (t.clone().requires_grad_() for t in (e, s, tau))
+                loss, mu = fn(ee, ss, y, tt)
+                (loss if use_loss else (mu * w).sum()).backward()
+                grads.append((ee.grad, ss.grad, tt.grad))
+            for g, r in zip(*grads):
+                assert_close(g, r, 1e-5, 1e-4, f"{backend} use_loss={use_loss}")
+
+
+@pytest.mark.parametrize("kernel", fuzzy_ops.KERNELS)
+def test_membership(kernel):
+    e, s, _, tau = _inputs(3, 5, 9)
+    want_e, want_s, want_t = (t.clone().requires_grad_() for t in (e, s, tau))
+    want = reference.fuzzy_membership(want_e, want_s, want_t, kernel)
+    w = torch.randn_like(want)
+    (want * w).sum().backward()
+    for backend in _backends(fuzzy_ops.OP_MEMBERSHIP, e, s, tau, kernel):
+        assert kernel == "gaussian"
+        ee, ss, tt = (t.clone().requires_grad_() for t in (e, s, tau))
+        got = ops.fuzzy_membership(ee, ss, tt, kernel, backend=backend)
+        (got * w).sum().backward()
+        assert_close(got, want, 1e-6, 1e-5, backend)
+        for g, r in ((ee.grad, want_e.grad), (ss.grad, want_s.grad), (tt.grad, want_t.grad)):
+            assert_close(g, r, 1e-5, 1e-4, f"{backend} grad")
+    # auto always answers, through the reference where no fused kernel exists
+    assert_close(ops.fuzzy_membership(e, s, tau, kernel), want, 1e-6, 1e-5, "auto")
+
+
+def test_forced_fused_backend_rejects_unfused_kernel():
+    e, s, _, tau = _inputs(2, 3, 4)
+    registered = [b for b in ops.available_backends(fuzzy_ops.OP_MEMBERSHIP) if b != "reference"]
+    assert "triton" in registered
+    for backend in registered:
+        with pytest.raises(ops.BackendUnavailableError, match="gaussian"):
+            ops.fuzzy_membership(e, s, tau, "cosine", backend=backend)
+
+
+def test_gradcheck_cpu_float64():
+    if "cpu" not in fused_backends(fuzzy_ops.OP_LOSS, *_inputs(1, 1, 1)):
+        pytest.skip("compiled cpu backend not built")
+    e, s, y, tau = _inputs(3, 4, 5, torch.float64)
+    y[0] = 0.0
+    y[1] = 1.0
+    e, s, tau = (t.double().requires_grad_() for t in (e, s, tau))
+    w = torch.randn(3, 4, dtype=torch.float64)
+    for reduction in ("mean", "none"):
+        def f(e, s, tau):
+            loss, mu = ops.fuzzy_loss(e, s, y, tau, logit_scale=20.0, reduction=reduction, backend="cpu")
+            return loss, mu * w
+        assert torch.autograd.gradcheck(f, (e, s, tau))
+    assert torch.autograd.gradcheck(lambda e, s, t: ops.fuzzy_membership(e, s, t, backend="cpu"), (e, s, tau))
+
+
+def test_deterministic_and_batch_order_independent():
+    e, s, y, tau = _inputs(9, 6, 20)
+    perm = torch.randperm(9)
+    for backend in _backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        runs = [_run(lambda *a: ops.fuzzy_loss(*a, reduction="sum", backend=backend), e, s, y, tau)
+                for _ in range(2)]
+        for key in runs[0]:
+            assert torch.equal(runs[0][key], runs[1][key]), f"{backend} {key} differs between runs"
+        permuted = _run(lambda *a: ops.fuzzy_loss(*a, reduction="sum", backend=backend), e[perm], s, y[perm], tau)
+        assert_close(permuted["loss"], runs[0]["loss"], 1e-5, 1e-6, backend)
+        assert_close(permuted["ds"], runs[0]["ds"], 1e-5, 1e-5, backend)
+
+
+def test_bad_inputs_raise():
+    e, s, y, tau = _inputs(2, 3, 4)
+    with pytest.raises(ValueError, match="y must be binary"):
+        ops.fuzzy_loss(e, s, y * 0.5, tau)
+    with pytest.raises(ValueError, match="y must be binary"):
+        ops.fuzzy_loss(e, s, y.long() - 1, tau, backend="cpu")
+    with pytest.raises(TypeError, match="y must be a real"):
+        ops.fuzzy_loss(e, s, y.to(torch.complex64), tau)
+    with pytest.raises(ValueError, match="y must have shape"):
+        ops.fuzzy_loss(e, s, y[:, :2], tau)
+    with pytest.raises(ValueError, match="s must have shape"):
+        ops.fuzzy_loss(e, s[:, :3], y, tau)
+    with pytest.raises(ValueError, match="e must have 3"):
+        ops.fuzzy_loss(e[0], s, y, tau)
+    with pytest.raises(TypeError, match="s has dtype"):
+        ops.fuzzy_loss(e, s.double(), y, tau)
+    with pytest.raises(ValueError, match="s is on meta"):
+        ops.fuzzy_loss(e, s.to("meta"), y, tau)
+    with pytest.raises(ValueError, match="y is on meta"):
+        ops.fuzzy_loss(e, s, y.to("meta"), tau)
+    with pytest.raises(ValueError, match="tau must be a scalar"):
+        ops.fuzzy_loss(e, s, y, torch.ones(2))
+    with pytest.raises(ValueError, match="tau must be a positive"):
+        ops.fuzzy_loss(e, s, y, -1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        ops.fuzzy_loss(e, s, y, tau, reduction="max")
+    with pytest.raises(TypeError, match="logit_scale"):
+        ops.fuzzy_loss(e, s, y, tau, logit_scale=torch.tensor(3.0))
+    with pytest.raises(ValueError, match="kernel"):
+        ops.fuzzy_membership(e, s, tau, "rbf")
+
+
+@pytest.mark.skipif(not _extension.has_kernel("fuzzy_loss", "cpu"), reason="compiled cpu backend not built")
+def test_opcheck_compiled():
+    e, s, y, tau = _inputs(3, 4, 6)
+    e.requires_grad_()
+    s.requires_grad_()
+    tau.requires_grad_()
+    for reduction in ("mean", "none"):
+        torch.library.opcheck(torch.ops.fact_fast.fuzzy_loss.default,
+                              (e, s, y, tau, 1.0, 10.0, 0.5, 1.0, reduction))
+    torch.library.opcheck(torch.ops.fact_fast.fuzzy_membership.default, (e, s, tau))
+    stats = torch.ops.fact_fast.fuzzy_loss(e, s, y, tau, 1.0, 10.0, 0.5, 1.0, "mean")[2]
+    torch.library.opcheck(torch.ops.fact_fast.fuzzy_backward.default,
+                          (torch.tensor(1.0), torch.randn(3, 4), e.detach(), s.detach(), y, tau.detach(),
+                           stats.detach(), 1.0, 10.0, 0.5, "mean"))
+
+
+def test_opcheck_triton():
+    e, s, y, tau = _inputs(2, 3, 5)
+    if "triton" not in fused_backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        pytest.skip("triton cannot run here")
+    e.requires_grad_()
+    s.requires_grad_()
+    tau.requires_grad_()
+    # test_aot_dispatch_dynamic retraces with several shapes: too slow in the interpreter.
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_static")
+    torch.library.opcheck(torch.ops.fact_fast.fuzzy_loss_triton.default,
+                          (e, s, y, tau, 1.0, 10.0, 0.5, 1.0, "mean"), test_utils=utils)
+    torch.library.opcheck(torch.ops.fact_fast.fuzzy_membership_triton.default, (e, s, tau), test_utils=utils)
+    stats = torch.ops.fact_fast.fuzzy_loss_triton(e, s, y, tau, 1.0, 10.0, 0.5, 1.0, "none")[2]
+    torch.library.opcheck(torch.ops.fact_fast.fuzzy_backward_triton.default,
+                          (torch.ones(2), None, e.detach(), s.detach(), y, tau.detach(), stats.detach(), 1.0, 10.0,
+                           0.5, "none"), test_utils=("test_schema", "test_faketensor"))
+
+
+def test_torch_compile_fullgraph():
+    e, s, y, tau = _inputs(3, 4, 8)
+    fn = torch.compile(lambda e, s, y, tau: ops.fuzzy_loss(e, s, y, tau), fullgraph=True, backend="aot_eager")
+    ee, ss, tt = (t.clone().requires_grad_() for t in (e, s, tau))
+    loss, _ = fn(ee, ss, y, tt)
+    loss.backward()
+    want = _run(reference.fuzzy_loss, e, s, y, tau)
+    assert_close(loss.detach(), want["loss"], 1e-5, 1e-4, "compiled loss")
+    assert_close(ee.grad, want["de"], 1e-5, 1e-4, "compiled de")
+    assert_close(tt.grad, want["dtau"], 1e-5, 1e-4, "compiled dtau")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,atol,rtol", DTYPES[:3])
+@pytest.mark.parametrize("case", ["random", "no_positive", "all_positive", "single_class", "logit_scale_64",
+                                  "tiny_tau", "huge_tau"])
+def test_cuda_backends(case, dtype, atol, rtol):
+    (b, c, d), make_kw, loss_kw = CASES[case]
+    e, s, y, tau = _inputs(b, c, d, dtype, device="cuda", **make_kw)
+    backends = fused_backends(fuzzy_ops.OP_LOSS, e, s, y, tau)
+    assert backends, "no fused backend ran on CUDA"
+    # TF32-free fp32 on both sides; the slack covers reduction order across thread blocks
+    atol, rtol = max(atol, 1e-5), max(rtol, 2e-4)
+    for backend in backends:
+        for reduction in ("mean", "none"):
+            _compare(backend, e, s, y, tau, atol, rtol, mu_weight=torch.randn(b, c, device="cuda"),
+                     reduction=reduction, **loss_kw)
+
+
+@pytest.mark.cuda
+def test_cuda_large_and_deterministic():
+    e, s, y, tau = _inputs(300, 70, 200, device="cuda")
+    for backend in fused_backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        a = _compare(backend, e, s, y, tau, 1e-5, 2e-4)
+        b = _run(lambda *x: ops.fuzzy_loss(*x, backend=backend), e, s, y, tau)
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{backend} {key} not deterministic"
+        e0, s0, y0, tau0 = _inputs(0, 5, 8, device="cuda")
+        _compare(backend, e0, s0, y0, tau0, 0, 0)
