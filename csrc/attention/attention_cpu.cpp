@@ -21,7 +21,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/library.h>
 
-#include "../common/check.h"
+#include "attention_checks.h"
 
 namespace fact_fast {
 namespace {
@@ -37,23 +37,9 @@ at::Tensor rows(const at::Tensor& t, int64_t b, int64_t r0, int64_t n, at::Scala
   return t.select(0, b).narrow(0, r0, n).to(acc);
 }
 
-void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  FF_CHECK_DIM(q, 3);
-  FF_CHECK_DIM(k, 3);
-  FF_CHECK_DIM(v, 3);
-  FF_CHECK_FLOAT(q);
-  FF_CHECK_SAME_DTYPE(q, k);
-  FF_CHECK_SAME_DTYPE(q, v);
-  FF_CHECK_SAME_DEVICE(q, k);
-  FF_CHECK_SAME_DEVICE(q, v);
-  TORCH_CHECK_VALUE(k.size(0) == q.size(0) && v.size(0) == q.size(0), "q, k and v must have the same batch size");
-  TORCH_CHECK_VALUE(k.size(2) == q.size(2), "k must have q's head dim ", q.size(2), ", got ", k.size(2));
-  TORCH_CHECK_VALUE(v.size(1) == k.size(1), "v must have k's length ", k.size(1), ", got ", v.size(1));
-}
-
 at::Tensor forward_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, double bias,
                        bool residual) {
-  check_qkv(q, k, v);
+  check_attention_inputs(q, k, v);
   const int64_t batch = q.size(0), lq = q.size(1), lk = k.size(1), dv = v.size(2);
   TORCH_CHECK_VALUE(!residual || dv == q.size(2), "the residual needs dv == d");
   at::Tensor out = at::empty({batch, lq, dv}, q.options());
@@ -109,12 +95,9 @@ void backward_one(const at::Tensor& grad_out, const at::Tensor& q, const at::Ten
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu_impl(const at::Tensor& grad_out, const at::Tensor& q,
                                                                  const at::Tensor& k, const at::Tensor& v,
                                                                  double scale, double bias, bool kv_shared) {
-  check_qkv(q, k, v);
-  FF_CHECK_DIM(grad_out, 3);
-  FF_CHECK_SAME_DTYPE(q, grad_out);
+  check_attention_inputs(q, k, v);
+  check_attention_grad(grad_out, q, v);
   const int64_t batch = q.size(0), lq = q.size(1), d = q.size(2), lk = k.size(1), dv = v.size(2);
-  TORCH_CHECK_VALUE(grad_out.size(0) == batch && grad_out.size(1) == lq && grad_out.size(2) == dv,
-                    "grad_out must have shape [B, Lq, dv] = [", batch, ", ", lq, ", ", dv, "]");
   TORCH_CHECK_VALUE(!kv_shared || dv == d, "shared keys and values need dv == d");
   at::Tensor dq = at::empty({batch, lq, d}, q.options());
   at::Tensor dk = kv_shared ? at::Tensor() : at::empty({batch, lk, d}, q.options());
