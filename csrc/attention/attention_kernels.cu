@@ -11,10 +11,15 @@
 //   * query-block kernel: dQ = Σ_k dS k;
 // with dS = P(1−P)·(dO vᵀ)·scale.
 //
-// This is the simple scalar-FMA form (correctness first; it has not been run on a GPU yet). Shared
-// tiles are padded by one float per row so that column walks do not hit the same bank.
+// Two forms of the forward, neither run on a GPU yet (correctness first):
+//   * scalar FMA on float tiles (every dtype and head dim ≤ 512); shared tiles are padded by one
+//     float per row so that column walks do not hit the same bank;
+//   * tensor cores (wmma 16×16×16, sm_80+) for float16/bfloat16 when both head dims are multiples
+//     of 16: S and O = P v are mma tiles, P is rounded to the input dtype as in flash attention.
+// The backward is scalar FMA.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 
 #include "attention_kernels.h"
 
@@ -243,6 +248,114 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// --- tensor-core forward ---------------------------------------------------------------------------
+
+constexpr int kTcWarps = 4;
+constexpr int kTcThreads = 32 * kTcWarps;
+constexpr int kTcBlockM = 16;               // query rows per block: one wmma row tile
+constexpr int kTcBlockN = 16 * kTcWarps;    // keys per tile: one 16-key S fragment per warp
+constexpr int kTcMaxFrags = static_cast<int>(kAttentionMaxHeadDim) / 16 / kTcWarps;  // output fragments per warp
+constexpr int kTcLdS = kTcBlockN + 4;       // float rows: wmma needs ldm % 4 == 0
+constexpr int kTcLdP = kTcBlockN + 8;       // 16-bit rows: ldm % 8 == 0 keeps 32-byte aligned fragments
+
+template <typename T>
+__device__ void load_tile_raw(T* tile, int ld, const Operand<T>& x, int64_t b, int64_t r0, int rows, int64_t len,
+                              int width) {
+  for (int idx = threadIdx.x; idx < rows * width; idx += blockDim.x) {
+    const int r = idx / width, c = idx % width;
+    tile[r * ld + c] = r0 + r < len ? x.data[b * x.sb + (r0 + r) * x.sl + c * x.sd] : from_float<T>(0.f);
+  }
+}
+
+// Launched only for T in {__half, __nv_bfloat16}, d % 16 == dv % 16 == 0, on devices of compute
+// capability ≥ 8.0 (checked on the host); for older architectures the body compiles to nothing.
+template <typename T>
+__global__ void __launch_bounds__(kTcThreads)
+    attention_fwd_wmma_kernel(Operand<T> q, Operand<T> k, Operand<T> v, T* __restrict__ out, int64_t batch,
+                              int64_t lq, int64_t lk, int d, int dv, float scale, float bias, bool residual) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  const int ldq = d + 8, ldkv = (d > dv ? d : dv) + 8, ldo = dv + 4;
+  T* qs = reinterpret_cast<T*>(tc_smem);                       // [16][ldq]
+  T* kvs = qs + kTcBlockM * ldq;                               // [64][ldkv] keys, then values
+  float* ss = reinterpret_cast<float*>(kvs + kTcBlockN * ldkv);  // [16][kTcLdS] scores
+  T* ps = reinterpret_cast<T*>(ss + kTcBlockM * kTcLdS);       // [16][kTcLdP] probabilities
+  float* os = reinterpret_cast<float*>(kvs);                   // [16][ldo] output staging (after the loop)
+  const int warp = threadIdx.x / 32;
+  const int out_frags = dv / 16;
+  const int64_t q_blocks = (lq + kTcBlockM - 1) / kTcBlockM;
+  for (int64_t unit = blockIdx.x; unit < batch * q_blocks; unit += gridDim.x) {
+    const int64_t b = unit / q_blocks, q0 = (unit % q_blocks) * kTcBlockM;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kTcMaxFrags];
+#pragma unroll
+    for (int f = 0; f < kTcMaxFrags; ++f) wmma::fill_fragment(acc[f], 0.f);
+    __syncthreads();  // the previous unit is done with qs and os
+    load_tile_raw(qs, ldq, q, b, q0, kTcBlockM, lq, d);
+    for (int64_t k0 = 0; k0 < lk; k0 += kTcBlockN) {
+      __syncthreads();  // the previous tile's readers of kvs and ps are done
+      load_tile_raw(kvs, ldkv, k, b, k0, kTcBlockN, lk, d);
+      __syncthreads();
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
+      wmma::fill_fragment(s, 0.f);
+      for (int c = 0; c < d; c += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kt;  // kᵀ = k read column-major
+        wmma::load_matrix_sync(a, qs + c, ldq);
+        wmma::load_matrix_sync(kt, kvs + warp * 16 * ldkv + c, ldkv);
+        wmma::mma_sync(s, a, kt, s);
+      }
+      wmma::store_matrix_sync(ss + warp * 16, s, kTcLdS, wmma::mem_row_major);
+      __syncthreads();  // every warp has its scores and is done reading the keys
+      for (int idx = threadIdx.x; idx < kTcBlockM * kTcBlockN; idx += blockDim.x) {
+        const int i = idx / kTcBlockN, j = idx % kTcBlockN;
+        ps[i * kTcLdP + j] = from_float<T>(k0 + j < lk ? sigmoid(ss[i * kTcLdS + j] * scale + bias) : 0.f);
+      }
+      load_tile_raw(kvs, ldkv, v, b, k0, kTcBlockN, lk, dv);
+      __syncthreads();
+#pragma unroll
+      for (int f = 0; f < kTcMaxFrags; ++f) {
+        const int col = (warp + f * kTcWarps) * 16;
+        if (col < out_frags * 16) {
+          for (int kk = 0; kk < kTcBlockN; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> p;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vf;
+            wmma::load_matrix_sync(p, ps + kk, kTcLdP);
+            wmma::load_matrix_sync(vf, kvs + kk * ldkv + col, ldkv);
+            wmma::mma_sync(acc[f], p, vf, acc[f]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // kvs is free: stage the output rows there
+#pragma unroll
+    for (int f = 0; f < kTcMaxFrags; ++f) {
+      const int col = (warp + f * kTcWarps) * 16;
+      if (col < out_frags * 16) wmma::store_matrix_sync(os + col, acc[f], ldo, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < kTcBlockM * dv; idx += blockDim.x) {
+      const int i = idx / dv, c = idx % dv;
+      if (q0 + i < lq) {
+        const float o = os[i * ldo + c] + (residual ? q.at(b, q0 + i, c) : 0.f);
+        out[((b * lq) + q0 + i) * dv + c] = from_float<T>(o);
+      }
+    }
+  }
+#endif
+}
+
+template <typename T> constexpr bool kHasTensorCorePath = false;
+template <> constexpr bool kHasTensorCorePath<__half> = true;
+template <> constexpr bool kHasTensorCorePath<__nv_bfloat16> = true;
+
+bool tensor_cores_available() {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+  return major >= 8;
+}
+
 unsigned grid_for(int64_t units) {
   constexpr int64_t kMaxBlocks = 65535LL * 32;
   return static_cast<unsigned>(units < kMaxBlocks ? units : kMaxBlocks);
@@ -258,8 +371,22 @@ cudaError_t prepare(Kernel kernel, size_t smem) {
 template <typename T>
 cudaError_t forward(AttentionOperand q, AttentionOperand k, AttentionOperand v, void* out, int64_t batch, int64_t lq,
                     int64_t lk, int d, int dv, float scale, float bias, bool residual, cudaStream_t stream) {
+  if (batch * lq == 0 || dv == 0) return cudaSuccess;
+  if constexpr (kHasTensorCorePath<T>) {
+    if (d > 0 && d % 16 == 0 && dv % 16 == 0 && tensor_cores_available()) {
+      const int64_t units = batch * ((lq + kTcBlockM - 1) / kTcBlockM);
+      const int ldkv = (d > dv ? d : dv) + 8;
+      const size_t smem = sizeof(T) * (kTcBlockM * (d + 8) + kTcBlockN * ldkv + kTcBlockM * kTcLdP) +
+                          sizeof(float) * kTcBlockM * kTcLdS;
+      cudaError_t err = prepare(attention_fwd_wmma_kernel<T>, smem);
+      if (err != cudaSuccess) return err;
+      attention_fwd_wmma_kernel<T><<<grid_for(units), kTcThreads, smem, stream>>>(
+          operand<T>(q), operand<T>(k), operand<T>(v), static_cast<T*>(out), batch, lq, lk, d, dv, scale, bias,
+          residual);
+      return cudaGetLastError();
+    }
+  }
   const int64_t units = batch * ((lq + kBlockM - 1) / kBlockM);
-  if (units == 0 || dv == 0) return cudaSuccess;
   const int ldkv = (d > dv ? d : dv) + 1;
   const size_t smem = sizeof(float) * (kBlockM * (d + 1) + kBlockN * ldkv + kBlockM * kBlockN);
   cudaError_t err = prepare(attention_fwd_kernel<T>, smem);
