@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from op_utils import FUSED_BACKENDS, non_contiguous
+from op_utils import FUSED_BACKENDS, fused_backends, non_contiguous
 
 from fact_fast import ops
 from fact_fast.ops import reference
@@ -41,10 +41,11 @@ SHAPES = {
 
 
 def _skip_unsupported(backend, device, dtype):
-    if dtype == torch.float64 and backend != "cpu":
-        pytest.skip("float64 is a cpu-backend dtype")
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    x = torch.zeros(1, 1, dtype=dtype, device=device)
+    if backend not in fused_backends("sigmoid_attention", x, x, x, 1.0, 0.0):
+        pytest.skip(f"backend {backend} cannot run {dtype} on {device} here")
 
 
 def _inputs(shapes, dtype, device, requires_grad=False):
