@@ -28,6 +28,9 @@ namespace {
 
 constexpr int64_t kBlockQ = 128;
 constexpr int64_t kBlockK = 256;
+// The backward runs five GEMMs per tile pair: larger tiles keep them efficient (still O(tile) memory).
+constexpr int64_t kBwdBlockQ = 256;
+constexpr int64_t kBwdBlockK = 512;
 
 at::ScalarType acc_type(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -70,14 +73,14 @@ void backward_one(const at::Tensor& grad_out, const at::Tensor& q, const at::Ten
                   int64_t b, double scale, double bias, at::ScalarType acc, at::Tensor& dq, at::Tensor& dk,
                   at::Tensor& dv) {
   const int64_t lq = q.size(1), lk = k.size(1);
-  for (int64_t q0 = 0; q0 < lq; q0 += kBlockQ) {
-    const int64_t nq = std::min(kBlockQ, lq - q0);
+  for (int64_t q0 = 0; q0 < lq; q0 += kBwdBlockQ) {
+    const int64_t nq = std::min(kBwdBlockQ, lq - q0);
     const at::Tensor q_tile = rows(q, b, q0, nq, acc);
     const at::Tensor q_scaled = q_tile.mul(scale);
     const at::Tensor g_tile = rows(grad_out, b, q0, nq, acc);
     at::Tensor dq_tile = dq.narrow(0, q0, nq);
-    for (int64_t k0 = 0; k0 < lk; k0 += kBlockK) {
-      const int64_t nk = std::min(kBlockK, lk - k0);
+    for (int64_t k0 = 0; k0 < lk; k0 += kBwdBlockK) {
+      const int64_t nk = std::min(kBwdBlockK, lk - k0);
       const at::Tensor k_tile = rows(k, b, k0, nk, acc);
       const at::Tensor v_tile = rows(v, b, k0, nk, acc);
       at::Tensor p = at::mm(q_scaled, k_tile.t());
