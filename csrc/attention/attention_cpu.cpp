@@ -54,7 +54,9 @@ at::Tensor forward_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tenso
       const int64_t b = unit / q_blocks, q0 = (unit % q_blocks) * kBlockQ, nq = std::min(kBlockQ, lq - q0);
       const at::Tensor q_tile = rows(q, b, q0, nq, acc);
       const at::Tensor q_scaled = q_tile.mul(scale);
-      at::Tensor o = at::zeros({nq, dv}, q_tile.options());
+      // Accumulate straight into the output rows when they already have the accumulation dtype.
+      at::Tensor out_rows = out.select(0, b).narrow(0, q0, nq);
+      at::Tensor o = out.scalar_type() == acc ? out_rows.zero_() : at::zeros({nq, dv}, q_tile.options());
       for (int64_t k0 = 0; k0 < lk; k0 += kBlockK) {
         const int64_t nk = std::min(kBlockK, lk - k0);
         at::Tensor p = at::mm(q_scaled, rows(k, b, k0, nk, acc).t());
@@ -62,7 +64,7 @@ at::Tensor forward_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tenso
         o.addmm_(p, rows(v, b, k0, nk, acc));
       }
       if (residual) o.add_(q_tile);
-      out.select(0, b).narrow(0, q0, nq).copy_(o);
+      if (!o.is_same(out_rows)) out_rows.copy_(o);
     }
   });
   return out;
@@ -109,14 +111,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu_impl(const at::Tenso
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     const at::NoGradGuard no_grad;
     for (int64_t b = begin; b < end; ++b) {
-      const auto opts = q.options().dtype(acc);
-      at::Tensor dq_b = at::zeros({lq, d}, opts);
-      at::Tensor dv_b = at::zeros({lk, dv}, opts);
-      at::Tensor dk_b = kv_shared ? dv_b : at::zeros({lk, d}, opts);
+      // Per-batch accumulators: the output rows themselves when they have the accumulation dtype.
+      const auto accumulator = [&](const at::Tensor& grad) {
+        at::Tensor rows_b = grad.select(0, b);
+        return grad.scalar_type() == acc ? rows_b.zero_() : at::zeros(rows_b.sizes(), rows_b.options().dtype(acc));
+      };
+      at::Tensor dq_b = accumulator(dq);
+      at::Tensor dv_b = accumulator(dv_out);
+      at::Tensor dk_b = kv_shared ? dv_b : accumulator(dk);
       backward_one(grad_out, q, k, v, b, scale, bias, acc, dq_b, dk_b, dv_b);
-      dq.select(0, b).copy_(dq_b);
-      dv_out.select(0, b).copy_(dv_b);
-      if (!kv_shared) dk.select(0, b).copy_(dk_b);
+      if (dq.scalar_type() != acc) {
+        dq.select(0, b).copy_(dq_b);
+        dv_out.select(0, b).copy_(dv_b);
+        if (!kv_shared) dk.select(0, b).copy_(dk_b);
+      }
     }
   });
   return {dq, dk, dv_out};
