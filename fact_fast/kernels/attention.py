@@ -143,18 +143,23 @@ def _block_dims(d: int, dv: int) -> tuple[int, int]:
     return max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(dv))
 
 
-def _config(block_d: int, block_dv: int, backward: bool) -> dict:
-    """Tile sizes by head dim: the register footprint grows with BLOCK_M × (BLOCK_D + BLOCK_DV)."""
+def _config(block_d: int, block_dv: int, backward: bool, rows: int) -> dict:
+    """Tile sizes by head dim: the register footprint grows with BLOCK_M × (BLOCK_D + BLOCK_DV).
+
+    ``rows`` is Lq: short query sequences (FACT's 40 classes) get a smaller BLOCK_M instead of
+    mostly masked rows.
+    """
     widest = max(block_d, block_dv)
     if widest <= 64:
-        m, n = 64, 64
+        m, n, warps = (64, 64, 4) if backward else (128, 64, 4)
     elif widest <= 128:
-        m, n = (32, 64) if backward else (64, 64)
+        m, n, warps = (32, 64, 4) if backward else (128, 64, 8)
     elif widest <= 256:
-        m, n = 32, 32
+        m, n, warps = 32, 32, 8
     else:
-        m, n = 16, 32
-    return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": 4 if widest <= 128 else 8}
+        m, n, warps = 16, 32, 8
+    m = min(m, max(16, triton.next_power_of_2(rows)))
+    return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps}
 
 
 def _common(q: torch.Tensor) -> dict:
@@ -170,7 +175,7 @@ def attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     if out.numel() == 0:
         return out
     block_d, block_dv = _block_dims(d, dv)
-    cfg = _config(block_d, block_dv, backward=False)
+    cfg = _config(block_d, block_dv, backward=False, rows=lq)
     grid = (batch, triton.cdiv(lq, cfg["BLOCK_M"]))
     _attention_fwd_kernel[grid](q, k, v, out, lq, lk, d, dv, scale, bias, *q.stride(), *k.stride(), *v.stride(),
                                 *out.stride(), RESIDUAL=residual, BLOCK_D=block_d, BLOCK_DV=block_dv,
@@ -188,7 +193,7 @@ def attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     dk = q.new_empty(0) if kv_shared else k.new_empty(k.shape)
     dvo = v.new_empty(v.shape)
     block_d, block_dv = _block_dims(d, dv)
-    cfg = _config(block_d, block_dv, backward=True)
+    cfg = _config(block_d, block_dv, backward=True, rows=lq)
     common = dict(BLOCK_D=block_d, BLOCK_DV=block_dv, **_common(q), **cfg)
     strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride())
     if dvo.numel() > 0:
