@@ -271,3 +271,30 @@ def test_opcheck(kind, device):
 def test_bad_inputs_raise_naming_the_argument(call, exc, match, backend):
     with ops.use_backend(backend), pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_long_key_sequence(backend, device):
+    """Lk well past 8k: many key tiles, gradients included."""
+    _skip_unsupported(backend, device, torch.float32)
+    q, k, v = _inputs([(2, 3, 8), (2, 8200, 8), (2, 8200, 8)], torch.float32, device, requires_grad=True)
+    out = ops.sigmoid_attention(q, k, v, bias=-3.0, backend=backend)
+    ref = reference.sigmoid_attention(q, k, v, bias=-3.0)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-5)
+    grad = torch.randn_like(out)
+    for f, r in zip(_grads(out, (q, k, v), grad), _grads(ref, (q, k, v), grad)):
+        torch.testing.assert_close(f, r, atol=1e-4, rtol=1e-5)
+
+
+def test_head_dims_beyond_the_kernel_limits_fall_back():
+    from fact_fast.ops import attention
+    wide = torch.zeros(2, attention.TRITON_MAX_HEAD_DIM + 8)
+    narrow = torch.zeros(2, 8)
+    if attention._support.triton(narrow) is None:
+        assert "head dim" in attention._triton_supports(narrow, narrow, wide, 1.0, 0.0)
+        assert attention._triton_supports(narrow, narrow, narrow, 1.0, 0.0) is None
+    assert "head dim" in attention._head_dims_at_most(attention.CUDA_MAX_HEAD_DIM, narrow, wide)
+    # auto still runs wide heads (compiled cpu or the reference)
+    q, k, v = torch.randn(3, 520), torch.randn(4, 520), torch.randn(4, 520)
+    torch.testing.assert_close(ops.sigmoid_attention(q, k, v), reference.sigmoid_attention(q, k, v),
+                               atol=1e-5, rtol=1e-5)
