@@ -368,3 +368,27 @@ def test_cuda_larger_sizes(backend):
         index, dist = ops.vq_nearest(z, codebook, backend=backend)
         ref_index, _ = ops.vq_nearest(z, codebook, backend="reference")
         assert_near_optimal(z, codebook, index, ref_index)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_nearest_many_tiles(backend, device):
+    """Several row blocks and codebook tiles (CPU tiles: 64 rows × 256 codewords)."""
+    _skip_unless_runs(backend, device, torch.float32)
+    z, codebook = _inputs(130, 530, 33, torch.float32, device, seed=12)
+    index, dist = ops.vq_nearest(z, codebook, backend=backend)
+    assert_near_optimal(z, codebook, index, ops.vq_nearest(z, codebook, backend="reference")[0])
+
+
+def test_cpu_resolves_near_ties_on_exact_distances():
+    """Far from the origin the expanded distance cannot separate close codewords; the cpu backend
+    compares such candidates on exact distances, so it returns the exact argmin."""
+    if "cpu" not in ops.available_backends("vq_nearest", torch.zeros(1, 1), torch.zeros(1, 1)):
+        pytest.skip("compiled cpu backend not built")
+    g = torch.Generator().manual_seed(13)
+    base = 100 + torch.randn(8, 33, generator=g)
+    codebook = torch.cat([base, base + 1e-3 * torch.randn(8, 33, generator=g)])
+    z = base[torch.randint(0, 8, (200,), generator=g)] + 0.05 * torch.randn(200, 33, generator=g)
+    index, dist = ops.vq_nearest(z, codebook, backend="cpu")
+    exact = _exact(z, codebook)
+    assert torch.equal(index, exact.argmin(1))
+    torch.testing.assert_close(dist.double(), exact.min(1).values, atol=1e-6, rtol=1e-4)
