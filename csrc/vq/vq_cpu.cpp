@@ -35,6 +35,7 @@ namespace {
 
 constexpr int64_t kRowBlock = 64;
 constexpr int64_t kCodeTile = 256;
+constexpr int kLanes = 16;
 
 template <typename acc_t, typename scalar_t>
 acc_t exact_sq_dist(const scalar_t* a, const acc_t* b, int64_t d) {
@@ -90,14 +91,33 @@ void nearest_search(const scalar_t* z, const at::opmath_type<scalar_t>* cbf, int
         at::Tensor s_t = at::from_blob(score.data(), {m, nb}, opts);
         at::mm_out(s_t, z_t, cb_t.narrow(0, j0, nb).t());
         for (int64_t r = 0; r < m; ++r) {
-          const acc_t* s = score.data() + r * nb;
+          acc_t* s = score.data() + r * nb;
           const acc_t* zr = zbuf.data() + r * d;
           acc_t bv = best_v[r], be = best_e[r];
           int64_t bj = best_j[r];
           const acc_t br = band[r];
-          for (int64_t jj = 0; jj < nb; ++jj) {
+          // Fold ‖p‖² − 2⟨z, p⟩ into the tile and take its minimum in independent lanes (vectorizes);
+          // a tile with nothing within the band of the best so far needs no scan. NaNs are ignored
+          // here and can never win in the scan either.
+          acc_t lane[kLanes];
+          std::fill(lane, lane + kLanes, std::numeric_limits<acc_t>::infinity());
+          int64_t jj = 0;
+          for (; jj + kLanes <= nb; jj += kLanes) {
+            for (int l = 0; l < kLanes; ++l) {
+              const acc_t v = pn[j0 + jj + l] - 2 * s[jj + l];
+              s[jj + l] = v;
+              lane[l] = v < lane[l] ? v : lane[l];
+            }
+          }
+          for (; jj < nb; ++jj) {
+            const acc_t v = pn[j0 + jj] - 2 * s[jj];
+            s[jj] = v;
+            lane[0] = v < lane[0] ? v : lane[0];
+          }
+          if (*std::min_element(lane, lane + kLanes) > bv + br) continue;
+          for (jj = 0; jj < nb; ++jj) {
             const int64_t j = j0 + jj;
-            const acc_t v = pn[j] - 2 * s[jj];
+            const acc_t v = s[jj];
             if (v < bv - br) {  // clearly closer, whatever the rounding
               bv = v;
               bj = j;
