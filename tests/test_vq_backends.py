@@ -79,7 +79,7 @@ def test_nearest_matches_oracle(backend, device, dtype, atol, rtol, n, k, d):
     ref_index, _ = ops.vq_nearest(z, codebook, backend="reference")
     assert index.shape == (n,) and dist.shape == (n,) and dist.dtype == dtype
     assert_near_optimal(z, codebook, index, ref_index)
-    expected = _exact(z, codebook).gather(1, index.cpu()[:, None]).squeeze(1) if n else torch.zeros(0, dtype=torch.float64)
+    expected = _exact(z, codebook).gather(1, index.cpu()[:, None]).squeeze(1)
     torch.testing.assert_close(dist.cpu().double(), expected, atol=atol, rtol=rtol)
 
 

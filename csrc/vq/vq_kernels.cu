@@ -254,7 +254,8 @@ __global__ void grad_z_kernel(const T* __restrict__ z, const T* __restrict__ cb,
 template <typename T>
 __global__ void grad_codebook_atomic_kernel(const T* __restrict__ z, const T* __restrict__ cb,
                                             const int64_t* __restrict__ index, const float* __restrict__ w,
-                                            int64_t w_stride, int64_t n, int64_t k, int64_t d, float* __restrict__ acc) {
+                                            int64_t w_stride, int64_t n, int64_t k, int64_t d,
+                                            float* __restrict__ acc) {
   const int64_t total = n * d;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {

@@ -1,7 +1,8 @@
 """Triton kernels of the VQ family: nearest-codeword search (+ gather) and the residual backward.
 
 Search (``nearest``): one program per ``BLOCK_M`` rows of z walks the codebook in tiles of ``BLOCK_N``
-codewords; ``tl.dot`` over d in steps of ``BLOCK_D`` gives the tile of ⟨z, p⟩ (fp32 accumulation), and
+codewords; ``tl.dot`` over d in steps of ``BLOCK_D`` gives the tile of ⟨z, p⟩ (fp32 accumulation; fp32
+inputs use ``tf32x3``, three TF32 tensor-core products with about fp32 accuracy, not plain TF32), and
 a running min/argmin of ‖p‖² − 2⟨z, p⟩ is kept per row (``tl.argmin`` takes the first of equal values
 and a later tile must be strictly smaller, so ties go to the lowest index). ‖p‖² is computed once per
 call. An epilogue in the same program recomputes the exact ‖z − p_index‖² and, for ``vq_quantize``,
@@ -31,7 +32,8 @@ def _interpreting() -> bool:
 def _nearest_kernel(z_ptr, cb_ptr, pn_ptr, index_ptr, dist_ptr, dist_f32_ptr, q_ptr,
                     N, K, D, s_zn, s_zd, s_cn, s_cd,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                    TO_F32: tl.constexpr, WRITE_DIST: tl.constexpr, WRITE_Q: tl.constexpr):
+                    TO_F32: tl.constexpr, PRECISION: tl.constexpr, WRITE_DIST: tl.constexpr,
+                    WRITE_Q: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
     rmask = rows < N
@@ -51,7 +53,7 @@ def _nearest_kernel(z_ptr, cb_ptr, pn_ptr, index_ptr, dist_ptr, dist_f32_ptr, q_
             if TO_F32:  # the interpreter's bf16/fp16 arithmetic is not fp32-accumulated
                 a = a.to(tl.float32)
                 b = b.to(tl.float32)
-            acc = tl.dot(a, b, acc, input_precision="ieee")
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
         pn = tl.load(pn_ptr + cols, mask=cmask, other=float("inf"))
         val = tl.where(cmask[None, :], pn[None, :] - 2.0 * acc, float("inf"))
         tile_min = tl.min(val, axis=1)
@@ -154,8 +156,9 @@ def nearest(z: torch.Tensor, codebook: torch.Tensor, *, want_dist: bool, want_qu
     _nearest_kernel[(triton.cdiv(n, bm),)](
         z, codebook, pn, index, dist if want_dist else index, dist_f32 if want_quantized else index,
         zq if want_quantized else z, n, k, d, z.stride(0), z.stride(1), codebook.stride(0), codebook.stride(1),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, TO_F32=_interpreting(), WRITE_DIST=want_dist, WRITE_Q=want_quantized,
-        num_warps=warps)
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, TO_F32=_interpreting(),
+        PRECISION="tf32x3" if z.dtype == torch.float32 else "tf32",
+        WRITE_DIST=want_dist, WRITE_Q=want_quantized, num_warps=warps)
     return index, dist, dist_f32, zq
 
 

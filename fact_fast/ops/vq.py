@@ -127,7 +127,7 @@ def _quantize_autograd(backward_op):
 
     def backward(ctx, grad_v, grad_index, grad_loss):
         z, codebook, index = ctx.saved_tensors
-        # loss = Σ‖sg[z] − z_q‖²/(N·d) + β·Σ‖z − sg[z_q]‖²/(N·d); v passes its gradient to z unchanged.
+        # loss = Σ‖sg[z] − z_q‖²/(N·d) + β·Σ‖z − sg[z_q]‖²/(N·d); v passes its gradient to z as is.
         scale = grad_loss.double() * (2.0 / max(z.numel(), 1))
         grad_z, grad_codebook = backward_op(z, codebook, index, grad_v, scale * ctx.beta, scale,
                                             ctx.deterministic)
@@ -186,8 +186,8 @@ for _device in ("cpu", "cuda"):
              supports=lambda z, codebook, deterministic=False, _d=_device: _support.compiled(_d, OP_NEAREST, z)
              )(_compiled_nearest)
     register(OP_QUANTIZE, _device,
-             supports=lambda z, codebook, beta=0.25, deterministic=False, _d=_device: _support.compiled(_d, OP_QUANTIZE, z)
-             )(_flat_quantize(_compiled_quantize_2d))
+             supports=lambda z, codebook, beta=0.25, deterministic=False, _d=_device:
+             _support.compiled(_d, OP_QUANTIZE, z))(_flat_quantize(_compiled_quantize_2d))
 
 
 # --- Triton ----------------------------------------------------------------------------------------
