@@ -1,8 +1,9 @@
 """Triton kernels of the VQ family: nearest-codeword search (+ gather) and the residual backward.
 
-Search (``nearest``): one program per ``BLOCK_M`` rows of z walks the codebook in tiles of ``BLOCK_N``
-codewords; ``tl.dot`` over d in steps of ``BLOCK_D`` gives the tile of ⟨z, p⟩ (fp32 accumulation; fp32
-inputs use ``tf32x3``, three TF32 tensor-core products with about fp32 accuracy, not plain TF32), and
+Search (``nearest``, tile shape autotuned on GPU): one program per ``BLOCK_M`` rows of z walks the
+codebook in tiles of ``BLOCK_N`` codewords; ``tl.dot`` over d in steps of ``BLOCK_D`` gives the tile of
+⟨z, p⟩ (fp32 accumulation; fp32 inputs use ``tf32x3``, three TF32 tensor-core products with about fp32
+accuracy, not plain TF32), and
 a running min/argmin of ‖p‖² − 2⟨z, p⟩ is kept per row (``tl.argmin`` takes the first of equal values
 and a later tile must be strictly smaller, so ties go to the lowest index). ‖p‖² is computed once per
 call. An epilogue in the same program recomputes the exact ‖z − p_index‖² and, for ``vq_quantize``,
@@ -133,11 +134,15 @@ def _grad_codebook_sorted_kernel(z_ptr, cb_ptr, order_ptr, offsets_ptr, w_ptr, w
     tl.store(gc_ptr + j * D + ds, acc.to(gc_ptr.dtype.element_ty), mask=dmask)
 
 
-def _search_blocks(d: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps): small tiles in the interpreter, where every op costs."""
-    if _interpreting():
-        return 32, 32, 32, 4
-    return 64, 64, 32 if d <= 32 else 64, 4
+# GPU tile shapes tried once per (K, D, dtype, outputs); configs needing more shared memory than the
+# device has are skipped by the autotuner. The interpreter runs one small config (autotune fails there).
+_SEARCH_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": bd}, num_warps=w, num_stages=st)
+    for bm, bn, bd, w, st in ((64, 64, 64, 4, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3),
+                              (128, 128, 64, 8, 3), (128, 128, 32, 8, 4))
+]
+_nearest_kernel_tuned = triton.autotune(configs=_SEARCH_CONFIGS, key=["K", "D", "WRITE_DIST", "WRITE_Q"])(
+    _nearest_kernel)
 
 
 def nearest(z: torch.Tensor, codebook: torch.Tensor, *, want_dist: bool, want_quantized: bool):
@@ -152,13 +157,14 @@ def nearest(z: torch.Tensor, codebook: torch.Tensor, *, want_dist: bool, want_qu
     if n == 0:
         return index, dist, dist_f32, zq
     pn = codebook.float().pow(2).sum(1)
-    bm, bn, bd, warps = _search_blocks(d)
-    _nearest_kernel[(triton.cdiv(n, bm),)](
-        z, codebook, pn, index, dist if want_dist else index, dist_f32 if want_quantized else index,
-        zq if want_quantized else z, n, k, d, z.stride(0), z.stride(1), codebook.stride(0), codebook.stride(1),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, TO_F32=_interpreting(),
-        PRECISION="tf32x3" if z.dtype == torch.float32 else "tf32",
-        WRITE_DIST=want_dist, WRITE_Q=want_quantized, num_warps=warps)
+    args = (z, codebook, pn, index, dist if want_dist else index, dist_f32 if want_quantized else index,
+            zq if want_quantized else z, n, k, d, z.stride(0), z.stride(1), codebook.stride(0), codebook.stride(1))
+    flags = dict(PRECISION="tf32x3" if z.dtype == torch.float32 else "tf32", WRITE_DIST=want_dist,
+                 WRITE_Q=want_quantized)
+    if _interpreting():
+        _nearest_kernel[(triton.cdiv(n, 32),)](*args, BLOCK_M=32, BLOCK_N=32, BLOCK_D=32, TO_F32=True, **flags)
+    else:
+        _nearest_kernel_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),)](*args, TO_F32=False, **flags)
     return index, dist, dist_f32, zq
 
 
