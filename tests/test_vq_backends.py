@@ -124,7 +124,7 @@ def test_nearest_k1_and_noncontiguous(backend, device):
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES)
-@pytest.mark.parametrize("shape,k", [((0, 6), 4), ((2, 0, 6), 4), ((1, 5), 1), ((3, 7, 19), 11), ((45, 32), 40)])
+@pytest.mark.parametrize("shape,k", [((0, 6), 4), ((2, 0, 6), 4), ((5,), 3), ((1, 5), 1), ((3, 7, 19), 11), ((45, 32), 40)])
 def test_quantize_forward(backend, device, dtype, atol, rtol, shape, k):
     _skip_unless_runs(backend, device, dtype, "vq_quantize")
     g = torch.Generator().manual_seed(sum(shape) + k)

@@ -219,11 +219,14 @@ std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cpu(const at::Tensor& z_
   const int64_t n = z_in.size(0), k = codebook_in.size(0), d = z_in.size(1);
   TORCH_CHECK_TYPE(index_in.scalar_type() == at::kLong, "index must be int64");
   TORCH_CHECK_VALUE(index_in.dim() == 1 && index_in.size(0) == n, "index must have shape [n]");
+  FF_CHECK_SAME_DEVICE(z_in, index_in);
   const at::Tensor z = z_in.contiguous(), cb = codebook_in.contiguous(), index = index_in.contiguous();
   at::Tensor grad_out;
   if (grad_out_in.has_value() && grad_out_in->defined()) {
-    TORCH_CHECK_VALUE(grad_out_in->sizes() == z.sizes(), "grad_out must have the shape of z");
-    grad_out = grad_out_in->to(z.scalar_type()).contiguous();
+    const at::Tensor& grad_v = *grad_out_in;
+    TORCH_CHECK_VALUE(grad_v.sizes() == z.sizes(), "grad_out must have the shape of z");
+    FF_CHECK_SAME_DEVICE(z, grad_v);
+    grad_out = grad_v.to(z.scalar_type()).contiguous();
   }
   const at::ScalarType acc = acc_type(z.scalar_type());
   auto [wz, wz_stride] = row_weight(z_weight, n, acc, "z_weight");

@@ -24,6 +24,7 @@ void check_pair(const at::Tensor& z, const at::Tensor& codebook) {
   FF_CHECK_DIM(codebook, 2);
   FF_CHECK_SAME_DTYPE(z, codebook);
   FF_CHECK_SAME_DEVICE(z, codebook);
+  TORCH_CHECK_VALUE(z.is_cuda(), "z and codebook must be CUDA tensors, got ", z.device());
   TORCH_CHECK_TYPE(z.scalar_type() == at::kFloat || z.scalar_type() == at::kHalf ||
                        z.scalar_type() == at::kBFloat16,
                    "the CUDA VQ kernels take float32, float16 or bfloat16, got ", z.scalar_type());
@@ -94,8 +95,10 @@ std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cuda(const at::Tensor& z
   const at::Tensor z = z_in.contiguous(), cb = codebook_in.contiguous(), index = index_in.contiguous();
   at::Tensor grad_out;
   if (grad_out_in.has_value() && grad_out_in->defined()) {
-    TORCH_CHECK_VALUE(grad_out_in->sizes() == z.sizes(), "grad_out must have the shape of z");
-    grad_out = grad_out_in->to(z.scalar_type()).contiguous();
+    const at::Tensor& grad_v = *grad_out_in;
+    TORCH_CHECK_VALUE(grad_v.sizes() == z.sizes(), "grad_out must have the shape of z");
+    FF_CHECK_SAME_DEVICE(z, grad_v);
+    grad_out = grad_v.to(z.scalar_type()).contiguous();
   }
   auto [wz, wz_stride] = row_weight(z_weight.to(z.device()), n, "z_weight");
   auto [wc, wc_stride] = row_weight(codebook_weight.to(z.device()), n, "codebook_weight");
