@@ -1,9 +1,16 @@
-// CUDA registration of vq_nearest: checks, output allocation and stream, then the torch-free launcher.
+// CUDA registration of the VQ ops: checks, allocation, stream, then the torch-free launchers.
+#include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/searchsorted.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include "../common/check.h"
 #include "../common/dtype_torch.h"
@@ -12,28 +19,124 @@
 namespace fact_fast {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> vq_nearest_cuda(const at::Tensor& z_in, const at::Tensor& codebook_in) {
-  FF_CHECK_DIM(z_in, 2);
-  FF_CHECK_DIM(codebook_in, 2);
-  FF_CHECK_FLOAT(z_in);
-  FF_CHECK_SAME_DTYPE(z_in, codebook_in);
-  FF_CHECK_SAME_DEVICE(z_in, codebook_in);
-  TORCH_CHECK_VALUE(z_in.size(1) == codebook_in.size(1), "z and codebook must have the same feature size");
-  TORCH_CHECK_VALUE(codebook_in.size(0) > 0, "codebook must have at least one row");
-  const c10::cuda::CUDAGuard guard(z_in.device());
-  const at::Tensor z = z_in.contiguous();
-  const at::Tensor codebook = codebook_in.contiguous();
+void check_pair(const at::Tensor& z, const at::Tensor& codebook) {
+  FF_CHECK_DIM(z, 2);
+  FF_CHECK_DIM(codebook, 2);
+  FF_CHECK_SAME_DTYPE(z, codebook);
+  FF_CHECK_SAME_DEVICE(z, codebook);
+  TORCH_CHECK_VALUE(z.is_cuda(), "z and codebook must be CUDA tensors, got ", z.device());
+  TORCH_CHECK_TYPE(z.scalar_type() == at::kFloat || z.scalar_type() == at::kHalf ||
+                       z.scalar_type() == at::kBFloat16,
+                   "the CUDA VQ kernels take float32, float16 or bfloat16, got ", z.scalar_type());
+  TORCH_CHECK_VALUE(z.size(1) == codebook.size(1), "z and codebook must have the same feature size, got ",
+                    z.size(1), " and ", codebook.size(1));
+  TORCH_CHECK_VALUE(codebook.size(0) > 0, "codebook must have at least one row");
+}
+
+// FACT_FAST_VQ_TENSOR_CORES=0 forces the SIMT tile kernel for fp16/bf16 (to test the fallback on sm_80+).
+bool tensor_cores_allowed() {
+  const char* env = std::getenv("FACT_FAST_VQ_TENSOR_CORES");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
+// (index, dist in z dtype or undefined, dist_f32 or undefined, v or undefined)
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> search(const at::Tensor& z, const at::Tensor& codebook,
+                                                                  bool want_dist, bool want_quantized) {
   const int64_t n = z.size(0), k = codebook.size(0), d = z.size(1);
+  at::Tensor pnorm = at::empty({k}, z.options().dtype(at::kFloat));
   at::Tensor index = at::empty({n}, z.options().dtype(at::kLong));
-  at::Tensor dist = at::empty({n}, z.options());
+  at::Tensor dist = want_dist ? at::empty({n}, z.options()) : at::Tensor();
+  at::Tensor dist_f32 = want_quantized ? at::empty({n}, z.options().dtype(at::kFloat)) : at::Tensor();
+  at::Tensor v = want_quantized ? at::empty({n, d}, z.options()) : at::Tensor();
   C10_CUDA_CHECK(launch_vq_nearest(dtype_of(z), z.const_data_ptr(), codebook.const_data_ptr(), n, k, d,
-                                   index.mutable_data_ptr<int64_t>(), dist.mutable_data_ptr(),
+                                   pnorm.mutable_data_ptr<float>(), index.mutable_data_ptr<int64_t>(),
+                                   want_dist ? dist.mutable_data_ptr() : nullptr,
+                                   want_quantized ? dist_f32.mutable_data_ptr<float>() : nullptr,
+                                   want_quantized ? v.mutable_data_ptr() : nullptr, tensor_cores_allowed(),
                                    c10::cuda::getCurrentCUDAStream()));
+  return {index, dist, dist_f32, v};
+}
+
+std::tuple<at::Tensor, at::Tensor> vq_nearest_cuda(const at::Tensor& z_in, const at::Tensor& codebook_in, bool) {
+  check_pair(z_in, codebook_in);
+  const c10::cuda::CUDAGuard guard(z_in.device());
+  auto [index, dist, unused_f32, unused_v] = search(z_in.contiguous(), codebook_in.contiguous(), true, false);
   return {index, dist};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> vq_quantize_cuda(const at::Tensor& z_in, const at::Tensor& codebook_in,
+                                                                double beta, bool) {
+  check_pair(z_in, codebook_in);
+  const c10::cuda::CUDAGuard guard(z_in.device());
+  auto [index, unused_dist, dist_f32, v] = search(z_in.contiguous(), codebook_in.contiguous(), false, true);
+  // Both commitment terms have the value mean‖z − z_q‖²; a tree sum of fixed shape is reproducible.
+  const double denom = static_cast<double>(std::max<int64_t>(z_in.numel(), 1));
+  at::Tensor loss = dist_f32.sum().mul((1.0 + beta) / denom).to(z_in.scalar_type());
+  return {v, index, loss};
+}
+
+std::pair<at::Tensor, int64_t> row_weight(const at::Tensor& w, int64_t n, const char* name) {
+  TORCH_CHECK_VALUE(w.numel() == 1 || w.numel() == n, name, " must have 1 or n = ", n, " elements, got ",
+                    w.numel());
+  return {w.reshape({-1}).to(at::kFloat).contiguous(), w.numel() == 1 ? 0 : 1};
+}
+
+std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cuda(const at::Tensor& z_in, const at::Tensor& codebook_in,
+                                                             const at::Tensor& index_in,
+                                                             const std::optional<at::Tensor>& grad_out_in,
+                                                             const at::Tensor& z_weight,
+                                                             const at::Tensor& codebook_weight, bool deterministic) {
+  check_pair(z_in, codebook_in);
+  FF_CHECK_SAME_DEVICE(z_in, index_in);
+  const c10::cuda::CUDAGuard guard(z_in.device());
+  const int64_t n = z_in.size(0), k = codebook_in.size(0), d = z_in.size(1);
+  TORCH_CHECK_TYPE(index_in.scalar_type() == at::kLong, "index must be int64");
+  TORCH_CHECK_VALUE(index_in.dim() == 1 && index_in.size(0) == n, "index must have shape [n]");
+  const at::Tensor z = z_in.contiguous(), cb = codebook_in.contiguous(), index = index_in.contiguous();
+  at::Tensor grad_out;
+  if (grad_out_in.has_value() && grad_out_in->defined()) {
+    const at::Tensor& grad_v = *grad_out_in;
+    TORCH_CHECK_VALUE(grad_v.sizes() == z.sizes(), "grad_out must have the shape of z");
+    FF_CHECK_SAME_DEVICE(z, grad_v);
+    grad_out = grad_v.to(z.scalar_type()).contiguous();
+  }
+  auto [wz, wz_stride] = row_weight(z_weight.to(z.device()), n, "z_weight");
+  auto [wc, wc_stride] = row_weight(codebook_weight.to(z.device()), n, "codebook_weight");
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const DType dt = dtype_of(z);
+
+  at::Tensor grad_z = at::empty({n, d}, z.options());
+  C10_CUDA_CHECK(launch_vq_grad_z(dt, z.const_data_ptr(), cb.const_data_ptr(), index.const_data_ptr<int64_t>(),
+                                  grad_out.defined() ? grad_out.const_data_ptr() : nullptr,
+                                  wz.const_data_ptr<float>(), wz_stride, n, k, d, grad_z.mutable_data_ptr(),
+                                  stream));
+  at::Tensor grad_cb;
+  if (deterministic) {
+    // Rows sorted by codeword (stable), segment j = [offsets[j], offsets[j+1]); indices outside [0, k)
+    // fall outside every segment. No host synchronization.
+    auto [sorted, order] = at::sort(index, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+    const at::Tensor offsets = at::searchsorted(sorted, at::arange(k + 1, index.options()));
+    grad_cb = at::empty({k, d}, cb.options());
+    C10_CUDA_CHECK(launch_vq_grad_codebook_sorted(dt, z.const_data_ptr(), cb.const_data_ptr(),
+                                                  order.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(),
+                                                  wc.const_data_ptr<float>(), wc_stride, n, k, d,
+                                                  grad_cb.mutable_data_ptr(), stream));
+  } else {
+    at::Tensor acc = at::zeros({k, d}, z.options().dtype(at::kFloat));
+    C10_CUDA_CHECK(launch_vq_grad_codebook_atomic(dt, z.const_data_ptr(), cb.const_data_ptr(),
+                                                  index.const_data_ptr<int64_t>(), wc.const_data_ptr<float>(),
+                                                  wc_stride, n, k, d, acc.mutable_data_ptr<float>(), stream));
+    grad_cb = acc.to(cb.scalar_type());
+  }
+  return {grad_z, grad_cb};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fact_fast, CUDA, m) { m.impl("vq_nearest", &vq_nearest_cuda); }
+TORCH_LIBRARY_IMPL(fact_fast, CUDA, m) {
+  m.impl("vq_nearest", &vq_nearest_cuda);
+  m.impl("vq_quantize", &vq_quantize_cuda);
+  m.impl("vq_residual_backward", &vq_residual_backward_cuda);
+}
 
 }  // namespace fact_fast

@@ -1,8 +1,20 @@
-// vq_nearest on CUDA, simplest correct form: one block per row (grid-stride over rows), threads
-// stride over codewords with float accumulation, then a block argmin that prefers the lowest
-// index on ties. No N×K buffer. No torch headers here, so nvcc compiles this file quickly.
+// VQ kernels on CUDA. No torch headers here, so nvcc compiles this file quickly.
+//
+// Search (no N×K buffer): ‖p‖² once per call (pnorm_kernel); then each block takes 64 rows of z and
+// walks the codebook in tiles of 64 codewords, computing the 64×64 tile of ⟨z, p⟩ through shared
+// memory, and keeps a running min/argmin of ‖p‖² − 2⟨z, p⟩ in registers. Every thread visits its
+// codewords in increasing order and keeps the first of equal values; the final cross-thread reduce
+// orders by (value, index), so ties go to the lowest index. Two tile kernels:
+//   - nearest_simt_kernel: float FMA on fp32 copies of the tiles, any dtype, any GPU (the fallback);
+//   - nearest_wmma_kernel: fp16/bf16 tensor cores (wmma 16×16×16, fp32 accumulation), compiled only
+//     for __CUDA_ARCH__ >= 800 and chosen at run time on sm_80+ devices.
+// An epilogue (one warp per row) recomputes the exact ‖z − p_index‖² in float and gathers z_q.
+//
+// Backward: grad_z elementwise; grad_codebook either by float atomics (fast, order-dependent) or by a
+// segmented reduction over rows sorted by index (one block per codeword, rows summed in order).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 
 #include <cfloat>
 
@@ -12,6 +24,8 @@ namespace fact_fast {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kTileRows = 64;   // rows of z per block
+constexpr int kTileCodes = 64;  // codewords per tile
 
 template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
 template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
@@ -20,69 +34,333 @@ template <typename T> __device__ __forceinline__ T from_float(float v) { return 
 template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 
-template <typename T, typename Acc>
-__global__ void vq_nearest_kernel(const T* __restrict__ z, const T* __restrict__ codebook, int64_t n, int64_t k,
-                                  int64_t d, int64_t* __restrict__ index, T* __restrict__ dist) {
-  __shared__ Acc best_val[kThreads];
-  __shared__ int64_t best_idx[kThreads];
-  for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
-    const T* zr = z + row * d;
-    Acc best = Acc(INFINITY);
-    int64_t best_j = k;
-    for (int64_t j = threadIdx.x; j < k; j += blockDim.x) {
-      const T* pj = codebook + j * d;
-      Acc acc = 0;
-      for (int64_t c = 0; c < d; ++c) {
-        const Acc diff = Acc(to_float(zr[c])) - Acc(to_float(pj[c]));
-        acc += diff * diff;
-      }
-      if (acc < best) { best = acc; best_j = j; }
+__device__ __forceinline__ void keep_min(float& best, long long& best_j, float v, long long j) {
+  if (v < best || (v == best && j < best_j)) {
+    best = v;
+    best_j = j;
+  }
+}
+
+// (value, index) minimum over groups of `width` consecutive lanes (width a power of two <= 32).
+__device__ __forceinline__ void group_argmin(float& best, long long& best_j, int width) {
+  for (int off = width / 2; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, off, width);
+    const long long oj = __shfl_xor_sync(0xffffffffu, best_j, off, width);
+    keep_min(best, best_j, ov, oj);
+  }
+}
+
+unsigned grid_for(int64_t work, int64_t per_block) {
+  const int64_t blocks = (work + per_block - 1) / per_block;
+  return static_cast<unsigned>(blocks < (1 << 20) ? (blocks > 0 ? blocks : 1) : (1 << 20));
+}
+
+template <typename T>
+__global__ void pnorm_kernel(const T* __restrict__ cb, int64_t k, int64_t d, float* __restrict__ pnorm) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t j = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; j < k; j += warps) {
+    float s = 0.f;
+    for (int64_t c = lane; c < d; c += 32) {
+      const float x = to_float(cb[j * d + c]);
+      s = fmaf(x, x, s);
     }
-    best_val[threadIdx.x] = best;
-    best_idx[threadIdx.x] = best_j;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-      if (threadIdx.x < s) {
-        const Acc ov = best_val[threadIdx.x + s];
-        const int64_t oi = best_idx[threadIdx.x + s];
-        if (ov < best_val[threadIdx.x] || (ov == best_val[threadIdx.x] && oi < best_idx[threadIdx.x])) {
-          best_val[threadIdx.x] = ov;
-          best_idx[threadIdx.x] = oi;
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_down_sync(0xffffffffu, s, off);
+    if (lane == 0) pnorm[j] = s;
+  }
+}
+
+// 256 threads: thread (ty = tid / 16, tx = tid % 16) owns rows ty*4..ty*4+3 of the block and codewords
+// tx, tx+16, tx+32, tx+48 of each tile (a 4×4 register tile).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+nearest_simt_kernel(const T* __restrict__ z, const T* __restrict__ cb, const float* __restrict__ pnorm, int64_t n,
+                    int64_t k, int64_t d, int64_t* __restrict__ index) {
+  constexpr int kDepth = 16;
+  __shared__ float zs[kDepth][kTileRows + 4];
+  __shared__ float ps[kDepth][kTileCodes + 4];
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int64_t row_blocks = (n + kTileRows - 1) / kTileRows;
+  for (int64_t rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
+    const int64_t r0 = rb * kTileRows;
+    float best[4];
+    long long best_j[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      best[i] = INFINITY;
+      best_j[i] = 0;  // a row of NaNs never compares smaller: it reports codeword 0
+    }
+    for (int64_t j0 = 0; j0 < k; j0 += kTileCodes) {
+      float acc[4][4] = {};
+      for (int64_t c0 = 0; c0 < d; c0 += kDepth) {
+        for (int e = tid; e < kTileRows * kDepth; e += kThreads) {
+          const int rr = e / kDepth, cc = e % kDepth;
+          const int64_t col = c0 + cc, row = r0 + rr, j = j0 + rr;
+          zs[cc][rr] = (row < n && col < d) ? to_float(z[row * d + col]) : 0.f;
+          ps[cc][rr] = (j < k && col < d) ? to_float(cb[j * d + col]) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int cc = 0; cc < kDepth; ++cc) {
+          float a[4], b[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) a[i] = zs[cc][ty * 4 + i];
+#pragma unroll
+          for (int c = 0; c < 4; ++c) b[c] = ps[cc][tx + 16 * c];
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[i][c] = fmaf(a[i], b[c], acc[i][c]);
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int64_t j = j0 + tx + 16 * c;
+        if (j < k) {
+          const float pj = pnorm[j];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const float v = pj - 2.f * acc[i][c];
+            if (v < best[i]) {
+              best[i] = v;
+              best_j[i] = j;
+            }
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      group_argmin(best[i], best_j[i], 16);
+      const int64_t row = r0 + ty * 4 + i;
+      if (tx == 0 && row < n) index[row] = best_j[i];
+    }
+  }
+}
+
+// Tensor-core tile: 8 warps; warp w computes rows (w/2)*16..+16 × codewords (w%2)*32..+32 of the 64×64
+// tile with two 16×16 fp32 accumulators over d in steps of 32. The tile goes through shared memory
+// (ss); then thread t scans row t/4, codewords t%4 + 4c (c = 0..15) of it. Zero padding makes any d,
+// n, k valid; codewords past k are skipped in the scan.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+nearest_wmma_kernel(const T* __restrict__ z, const T* __restrict__ cb, const float* __restrict__ pnorm, int64_t n,
+                    int64_t k, int64_t d, int64_t* __restrict__ index) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  constexpr int kDepth = 32, kLd = kDepth + 8, kLdS = kTileCodes + 4;
+  __shared__ __align__(32) T zs[kTileRows * kLd];
+  __shared__ __align__(32) T ps[kTileCodes * kLd];
+  __shared__ __align__(32) float ss[kTileRows * kLdS];
+  const int tid = threadIdx.x, warp = tid / 32, wr = warp / 2, wc = warp % 2;
+  const int sr = tid / 4, sq = tid % 4;
+  const T zero = from_float<T>(0.f);
+  const int64_t row_blocks = (n + kTileRows - 1) / kTileRows;
+  for (int64_t rb = blockIdx.x; rb < row_blocks; rb += gridDim.x) {
+    const int64_t r0 = rb * kTileRows;
+    float best = INFINITY;
+    long long best_j = 0;
+    for (int64_t j0 = 0; j0 < k; j0 += kTileCodes) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+      wmma::fill_fragment(acc[0], 0.f);
+      wmma::fill_fragment(acc[1], 0.f);
+      for (int64_t c0 = 0; c0 < d; c0 += kDepth) {
+        for (int e = tid; e < kTileRows * kDepth; e += kThreads) {
+          const int rr = e / kDepth, cc = e % kDepth;
+          const int64_t col = c0 + cc, row = r0 + rr, j = j0 + rr;
+          zs[rr * kLd + cc] = (row < n && col < d) ? z[row * d + col] : zero;
+          ps[rr * kLd + cc] = (j < k && col < d) ? cb[j * d + col] : zero;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < kDepth; kk += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+          wmma::load_matrix_sync(a, zs + wr * 16 * kLd + kk, kLd);
+#pragma unroll
+          for (int f = 0; f < 2; ++f) {
+            // B = Pᵀ (d × codewords): ps holds P row-major, i.e. B column-major with leading dim kLd.
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+            wmma::load_matrix_sync(b, ps + (wc * 32 + f * 16) * kLd + kk, kLd);
+            wmma::mma_sync(acc[f], a, b, acc[f]);
+          }
+        }
+        __syncthreads();
+      }
+#pragma unroll
+      for (int f = 0; f < 2; ++f)
+        wmma::store_matrix_sync(ss + wr * 16 * kLdS + wc * 32 + f * 16, acc[f], kLdS, wmma::mem_row_major);
+      __syncthreads();
+#pragma unroll
+      for (int c = 0; c < 16; ++c) {
+        const int jj = sq + 4 * c;
+        const int64_t j = j0 + jj;
+        if (j < k) {
+          const float v = pnorm[j] - 2.f * ss[sr * kLdS + jj];
+          if (v < best) {
+            best = v;
+            best_j = j;
+          }
         }
       }
       __syncthreads();
     }
-    if (threadIdx.x == 0) {
-      // A row of NaNs finds no smaller value; report codeword 0 rather than an out-of-range index.
-      index[row] = best_idx[0] < k ? best_idx[0] : 0;
-      dist[row] = from_float<T>(static_cast<float>(best_val[0]));
+    group_argmin(best, best_j, 4);
+    const int64_t row = r0 + sr;
+    if (sq == 0 && row < n) index[row] = best_j;
+  }
+#endif
+}
+
+// One warp per row: exact ‖z − p_index‖² in float; optional outputs dist (T), dist_f32 and v = p_index.
+template <typename T>
+__global__ void epilogue_kernel(const T* __restrict__ z, const T* __restrict__ cb, const int64_t* __restrict__ index,
+                                int64_t n, int64_t d, T* __restrict__ dist, float* __restrict__ dist_f32,
+                                T* __restrict__ v) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; row < n;
+       row += warps) {
+    const int64_t j = index[row];
+    float s = 0.f;
+    for (int64_t c = lane; c < d; c += 32) {
+      const T p = cb[j * d + c];
+      const float diff = to_float(z[row * d + c]) - to_float(p);
+      s = fmaf(diff, diff, s);
+      if (v != nullptr) v[row * d + c] = p;
     }
-    __syncthreads();
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_down_sync(0xffffffffu, s, off);
+    if (lane == 0) {
+      if (dist != nullptr) dist[row] = from_float<T>(s);
+      if (dist_f32 != nullptr) dist_f32[row] = s;
+    }
   }
 }
 
-template <typename T, typename Acc>
-cudaError_t launch(const void* z, const void* codebook, int64_t n, int64_t k, int64_t d, int64_t* index, void* dist,
-                   cudaStream_t stream) {
+template <typename T>
+__global__ void grad_z_kernel(const T* __restrict__ z, const T* __restrict__ cb, const int64_t* __restrict__ index,
+                              const T* __restrict__ grad_out, const float* __restrict__ w, int64_t w_stride,
+                              int64_t n, int64_t k, int64_t d, T* __restrict__ grad_z) {
+  const int64_t total = n * d;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = e / d, c = e % d, j = index[i];
+    float g = grad_out != nullptr ? to_float(grad_out[e]) : 0.f;
+    if (j >= 0 && j < k) g += w[i * w_stride] * (to_float(z[e]) - to_float(cb[j * d + c]));
+    grad_z[e] = from_float<T>(g);
+  }
+}
+
+template <typename T>
+__global__ void grad_codebook_atomic_kernel(const T* __restrict__ z, const T* __restrict__ cb,
+                                            const int64_t* __restrict__ index, const float* __restrict__ w,
+                                            int64_t w_stride, int64_t n, int64_t k, int64_t d,
+                                            float* __restrict__ acc) {
+  const int64_t total = n * d;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = e / d, c = e % d, j = index[i];
+    if (j < 0 || j >= k) continue;
+    atomicAdd(acc + j * d + c, w[i * w_stride] * (to_float(cb[j * d + c]) - to_float(z[e])));
+  }
+}
+
+template <typename T>
+__global__ void grad_codebook_sorted_kernel(const T* __restrict__ z, const T* __restrict__ cb,
+                                            const int64_t* __restrict__ order, const int64_t* __restrict__ offsets,
+                                            const float* __restrict__ w, int64_t w_stride, int64_t n, int64_t k,
+                                            int64_t d, T* __restrict__ grad_cb) {
+  for (int64_t j = blockIdx.x; j < k; j += gridDim.x) {
+    const int64_t begin = offsets[j], end = offsets[j + 1];
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      const float p = to_float(cb[j * d + c]);
+      float s = 0.f;
+      for (int64_t o = begin; o < end; ++o) {
+        const int64_t i = order[o];
+        if (i < 0 || i >= n) continue;
+        s = fmaf(w[i * w_stride], p - to_float(z[i * d + c]), s);
+      }
+      grad_cb[j * d + c] = from_float<T>(s);
+    }
+  }
+}
+
+template <typename T> constexpr bool kHasTensorCores = false;
+template <> constexpr bool kHasTensorCores<__half> = true;
+template <> constexpr bool kHasTensorCores<__nv_bfloat16> = true;
+
+template <typename T>
+cudaError_t nearest(const void* z_, const void* cb_, int64_t n, int64_t k, int64_t d, float* pnorm, int64_t* index,
+                    void* dist, float* dist_f32, void* v, bool allow_tensor_cores, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = static_cast<unsigned>(n < 65535 * 32 ? n : 65535 * 32);
-  vq_nearest_kernel<T, Acc><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(z),
-                                                            static_cast<const T*>(codebook), n, k, d, index,
-                                                            static_cast<T*>(dist));
+  const T* z = static_cast<const T*>(z_);
+  const T* cb = static_cast<const T*>(cb_);
+  pnorm_kernel<T><<<grid_for(k, kThreads / 32), kThreads, 0, stream>>>(cb, k, d, pnorm);
+  const unsigned tiles = grid_for(n, kTileRows);
+  bool tensor_cores = false;
+  if constexpr (kHasTensorCores<T>) {
+    if (allow_tensor_cores) {
+      int device = 0, major = 0;
+      cudaError_t err = cudaGetDevice(&device);
+      if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+      if (err != cudaSuccess) return err;
+      tensor_cores = major >= 8;
+    }
+    if (tensor_cores) nearest_wmma_kernel<T><<<tiles, kThreads, 0, stream>>>(z, cb, pnorm, n, k, d, index);
+  }
+  if (!tensor_cores) nearest_simt_kernel<T><<<tiles, kThreads, 0, stream>>>(z, cb, pnorm, n, k, d, index);
+  epilogue_kernel<T><<<grid_for(n, kThreads / 32), kThreads, 0, stream>>>(
+      z, cb, index, n, d, static_cast<T*>(dist), dist_f32, static_cast<T*>(v));
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t launch_vq_nearest(DType dtype, const void* z, const void* codebook, int64_t n, int64_t k, int64_t d,
-                              int64_t* index, void* dist, cudaStream_t stream) {
-  switch (dtype) {
-    case DType::Float32: return launch<float, float>(z, codebook, n, k, d, index, dist, stream);
-    case DType::Float16: return launch<__half, float>(z, codebook, n, k, d, index, dist, stream);
-    case DType::BFloat16: return launch<__nv_bfloat16, float>(z, codebook, n, k, d, index, dist, stream);
-    case DType::Float64: return launch<double, double>(z, codebook, n, k, d, index, dist, stream);
+#define FF_VQ_DISPATCH(dtype, CALL)                                  \
+  switch (dtype) {                                                   \
+    case DType::Float32: { using T = float; return CALL; }           \
+    case DType::Float16: { using T = __half; return CALL; }          \
+    case DType::BFloat16: { using T = __nv_bfloat16; return CALL; }  \
+    default: return cudaErrorInvalidValue;                           \
   }
-  return cudaErrorInvalidValue;
+
+cudaError_t launch_vq_nearest(DType dtype, const void* z, const void* codebook, int64_t n, int64_t k, int64_t d,
+                              float* pnorm, int64_t* index, void* dist, float* dist_f32, void* v,
+                              bool allow_tensor_cores, cudaStream_t stream) {
+  FF_VQ_DISPATCH(dtype, nearest<T>(z, codebook, n, k, d, pnorm, index, dist, dist_f32, v, allow_tensor_cores,
+                                   stream))
+}
+
+cudaError_t launch_vq_grad_z(DType dtype, const void* z, const void* codebook, const int64_t* index,
+                             const void* grad_out, const float* z_weight, int64_t z_weight_stride, int64_t n,
+                             int64_t k, int64_t d, void* grad_z, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  FF_VQ_DISPATCH(dtype, (grad_z_kernel<T><<<grid_for(n * d, kThreads), kThreads, 0, stream>>>(
+                             static_cast<const T*>(z), static_cast<const T*>(codebook), index,
+                             static_cast<const T*>(grad_out), z_weight, z_weight_stride, n, k, d,
+                             static_cast<T*>(grad_z)),
+                         cudaGetLastError()))
+}
+
+cudaError_t launch_vq_grad_codebook_atomic(DType dtype, const void* z, const void* codebook, const int64_t* index,
+                                           const float* weight, int64_t weight_stride, int64_t n, int64_t k,
+                                           int64_t d, float* acc, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  FF_VQ_DISPATCH(dtype, (grad_codebook_atomic_kernel<T><<<grid_for(n * d, kThreads), kThreads, 0, stream>>>(
+                             static_cast<const T*>(z), static_cast<const T*>(codebook), index, weight,
+                             weight_stride, n, k, d, acc),
+                         cudaGetLastError()))
+}
+
+cudaError_t launch_vq_grad_codebook_sorted(DType dtype, const void* z, const void* codebook, const int64_t* order,
+                                           const int64_t* offsets, const float* weight, int64_t weight_stride,
+                                           int64_t n, int64_t k, int64_t d, void* grad_codebook,
+                                           cudaStream_t stream) {
+  const int threads = d >= 256 ? 256 : (d >= 128 ? 128 : (d >= 64 ? 64 : 32));
+  FF_VQ_DISPATCH(dtype, (grad_codebook_sorted_kernel<T><<<grid_for(k, 1), threads, 0, stream>>>(
+                             static_cast<const T*>(z), static_cast<const T*>(codebook), order, offsets, weight,
+                             weight_stride, n, k, d, static_cast<T*>(grad_codebook)),
+                         cudaGetLastError()))
 }
 
 }  // namespace fact_fast
