@@ -1,0 +1,16 @@
+"""FACT building blocks (``fact_fast.nn``): every heavy computation goes through ``fact_fast.ops``.
+
+Layering: imports ``fact_fast.ops`` and torch/timm only.
+"""
+from .backbone import Backbone
+from .gcn import GraphConv, LabelGCN
+from .interface import SemanticInterface
+from .losses import FACTLoss, LOSSES, fuzzy_loss_from_membership
+from .membership import KERNELS, FuzzyMembership
+from .profiling import enable_nvtx, nvtx_enabled, stage
+from .vq import VectorQuantizer
+
+__all__ = [
+    "Backbone", "VectorQuantizer", "GraphConv", "LabelGCN", "SemanticInterface", "FuzzyMembership",
+    "FACTLoss", "fuzzy_loss_from_membership", "KERNELS", "LOSSES", "enable_nvtx", "nvtx_enabled", "stage",
+]

@@ -1,0 +1,45 @@
+"""timm backbone wrapper returning one feature map (SPEC §2.1)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Backbone"]
+
+
+class Backbone(nn.Module):
+    """Any timm model created with ``features_only=True``; returns the feature map at ``out_index``.
+
+    ``out_index=-1`` (default) is the last stage, e.g. ``[B, 2048, H/32, W/32]`` for resnet50.
+    ``pretrained=True`` asks timm for ImageNet weights; that needs the weights to be downloadable
+    or cached and is never required (random init otherwise).
+    """
+
+    def __init__(self, name: str = "resnet50", pretrained: bool = False, out_index: int = -1,
+                 in_chans: int = 3, **timm_kwargs):
+        super().__init__()
+        import timm  # imported lazily: keeps `import fact_fast.nn` cheap
+
+        try:
+            self.body = timm.create_model(name, pretrained=pretrained, features_only=True,
+                                          out_indices=(out_index,), in_chans=in_chans, **timm_kwargs)
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc) or "Unknown" in str(exc):
+                raise ValueError(f"backbone {name!r} is not a timm model (see timm.list_models())") from exc
+            if pretrained:
+                raise RuntimeError(f"could not load pretrained weights for backbone {name!r} "
+                                   f"({exc}); run without --pretrained or make the weights available "
+                                   f"in the timm/Hugging Face cache") from exc
+            raise
+        except Exception as exc:
+            if pretrained:
+                raise RuntimeError(f"could not load pretrained weights for backbone {name!r} "
+                                   f"({type(exc).__name__}: {exc}); run without --pretrained or make "
+                                   f"the weights available in the timm/Hugging Face cache") from exc
+            raise
+        self.name = name
+        self.out_channels = int(self.body.feature_info.channels()[-1])
+        self.reduction = int(self.body.feature_info.reduction()[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)[-1]

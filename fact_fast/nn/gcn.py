@@ -1,0 +1,106 @@
+"""Graph convolution over the label (comorbidity) graph (SPEC §2.4)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from fact_fast import ops
+
+__all__ = ["GraphConv", "LabelGCN"]
+
+
+def _check_csr(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int | None = None) -> None:
+    if not isinstance(rowptr, torch.Tensor) or not isinstance(col, torch.Tensor):
+        raise TypeError("rowptr and col must be tensors (CSR: int64 rowptr [n+1], col [nnz])")
+    if rowptr.dim() != 1 or col.dim() != 1:
+        raise ValueError(f"rowptr and col must be 1-D, got {tuple(rowptr.shape)} and {tuple(col.shape)}")
+    if num_nodes is not None and rowptr.numel() != num_nodes + 1:
+        raise ValueError(f"rowptr must have num_nodes + 1 = {num_nodes + 1} entries, got {rowptr.numel()}")
+
+
+class GraphConv(nn.Module):
+    """``Y = Â X W`` with ``Â = D̃^{-1/2}(A + I)D̃^{-1/2}`` computed on the fly by ``ops.gcn_propagate``.
+
+    The graph is CSR (int64 ``rowptr [n+1]``, ``col [nnz]``, optional edge weights ``value``).
+    Pass it at construction (kept as registered buffers, so it follows ``.to(device)`` and is
+    saved in the state dict) or per call to :meth:`forward` (how :class:`LabelGCN` shares one
+    graph between layers). ``Â`` is applied to whichever side of ``W`` is narrower.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rowptr: torch.Tensor | None = None,
+                 col: torch.Tensor | None = None, value: torch.Tensor | None = None, bias: bool = False,
+                 normalize: bool = True, add_self_loops: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.normalize, self.add_self_loops = bool(normalize), bool(add_self_loops)
+        self.weight = nn.Parameter(torch.empty(self.in_features, self.out_features))
+        self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
+        if rowptr is not None or col is not None:
+            _check_csr(rowptr, col)
+            self.register_buffer("rowptr", rowptr.to(torch.int64).clone())
+            self.register_buffer("col", col.to(torch.int64).clone())
+            self.register_buffer("value", None if value is None else value.clone())
+        else:
+            self.rowptr = self.col = self.value = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Glorot uniform, as in Kipf & Welling / ML-GCN.
+        bound = math.sqrt(6.0 / (self.in_features + self.out_features))
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, normalize={self.normalize}")
+
+    def forward(self, x: torch.Tensor, rowptr: torch.Tensor | None = None, col: torch.Tensor | None = None,
+                value: torch.Tensor | None = None) -> torch.Tensor:
+        if rowptr is None:
+            rowptr, col, value = self.rowptr, self.col, self.value
+        if rowptr is None or col is None:
+            raise ValueError("GraphConv needs a graph: pass rowptr/col at construction or to forward()")
+        prop = lambda t: ops.gcn_propagate(t, rowptr, col, value, add_self_loops=self.add_self_loops,  # noqa: E731
+                                           normalize=self.normalize)
+        if self.in_features <= self.out_features:
+            out = prop(x) @ self.weight
+        else:
+            out = prop(x @ self.weight)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+class LabelGCN(nn.Module):
+    """Two-layer GCN giving the semantic anchors: ``S¹ = LeakyReLU(Â S⁰ W⁰)``, ``S = Â S¹ W¹``.
+
+    ``S⁰ [C, in_dim]`` (label text embeddings) and the CSR graph are registered buffers; weights
+    have no bias (this matches the paper's parameter budget). ``forward()`` returns ``S [C, out_dim]``.
+    """
+
+    def __init__(self, label_embeddings: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor,
+                 hidden_dim: int = 1024, out_dim: int = 512, value: torch.Tensor | None = None,
+                 negative_slope: float = 0.2):
+        super().__init__()
+        if label_embeddings.dim() != 2:
+            raise ValueError(f"label_embeddings must be [C, D], got {tuple(label_embeddings.shape)}")
+        num_classes, in_dim = label_embeddings.shape
+        _check_csr(rowptr, col, num_classes)
+        self.negative_slope = float(negative_slope)
+        self.register_buffer("label_embeddings", label_embeddings.detach().float().clone())
+        self.register_buffer("rowptr", rowptr.to(torch.int64).clone())
+        self.register_buffer("col", col.to(torch.int64).clone())
+        self.register_buffer("value", None if value is None else value.detach().float().clone())
+        self.layer1 = GraphConv(in_dim, hidden_dim)
+        self.layer2 = GraphConv(hidden_dim, out_dim)
+
+    @property
+    def num_classes(self) -> int:
+        return self.label_embeddings.shape[0]
+
+    def forward(self, s0: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.label_embeddings if s0 is None else s0
+        s = F.leaky_relu(self.layer1(s, self.rowptr, self.col, self.value), self.negative_slope)
+        return self.layer2(s, self.rowptr, self.col, self.value)

@@ -1,0 +1,170 @@
+"""Training / evaluation command lines: smoke run, evaluate, resume, atomic checkpoints, CLI errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fact_fast import evaluate, train
+from fact_fast.config import parse_config
+from fact_fast.utils.checkpoint import atomic_save, load_checkpoint, CheckpointError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--model", "fact_test", "--image-size", "32", "--dataset-kwargs", "num_samples=64",
+        "--batch-size", "16", "--no-progress", "--threads", "1", "--warmup-epochs", "0.5"]
+
+
+def run_train(tmp, *extra):
+    rc = train.main(TINY + ["--out", str(tmp)] + list(extra))
+    assert rc == 0
+    return str(tmp)
+
+
+def read_log(out):
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def no_temp_files(out):
+    return [f for f in os.listdir(out) if f.endswith(".tmp")] == []
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run_train(out, "--epochs", "2")
+    return str(out)
+
+
+def test_train_smoke_outputs(trained, capsys):
+    files = set(os.listdir(trained))
+    assert {"last.pt", "best.pt", "metrics.jsonl", "metrics_test.json", "config.json"} <= files
+    assert no_temp_files(trained)
+    log = read_log(trained)
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert log[1]["step"] == 2 * 4  # 64 samples / batch 16
+    for key in ("lr", "train_total", "train_fuzzy", "train_commit", "val_mAP", "codebook_perplexity",
+                "codebook_usage", "seconds", "tau"):
+        assert key in log[0]
+    assert 1.0 <= log[0]["codebook_perplexity"] <= 64 and 0 < log[0]["codebook_usage"] <= 1
+    with open(os.path.join(trained, "metrics_test.json")) as fh:
+        test = json.load(fh)
+    assert test["num_samples"] == 64 and 0 <= test["mAP"] <= 1 and test["split"] == "test"
+    ck = load_checkpoint(os.path.join(trained, "last.pt"))
+    assert ck["epoch"] == 2 and ck["step"] == 8
+    assert ck["config"]["model"] == "fact_test" and ck["model_config"]["backbone"] == "test_resnet"
+
+
+def test_evaluate_checkpoint(trained, tmp_path, capsys):
+    out_json = tmp_path / "val.json"
+    rc = evaluate.main([os.path.join(trained, "best.pt"), "--split", "val", "--out", str(out_json),
+                        "--batch-size", "32", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "mAP" in printed and "macro AUC" in printed
+    metrics = json.loads(out_json.read_text())
+    for key in ("mAP", "macro_auc", "f1_micro", "f1_macro", "per_class_ap", "group_map", "odir_score"):
+        assert key in metrics
+    assert metrics["split"] == "val" and metrics["num_samples"] == 64
+    # same checkpoint, same split -> the same numbers as the training run's validation
+    ck = load_checkpoint(os.path.join(trained, "best.pt"))
+    assert metrics["mAP"] == pytest.approx(ck["metrics"]["val"]["mAP"], abs=1e-6)
+
+
+def test_resume_continues_and_matches_uninterrupted_run(trained, tmp_path):
+    # an "interrupted" run: same schedule as the 2-epoch run, stopped after epoch 1 (4 steps)
+    out = run_train(tmp_path / "a", "--epochs", "2", "--max-steps", "4", "--no-eval-test")
+    assert [r["epoch"] for r in read_log(out)] == [1]
+    rc = train.main(["--resume", os.path.join(out, "last.pt"), "--max-steps", "none", "--no-progress"])
+    assert rc == 0
+    log = read_log(out)
+    assert [r["epoch"] for r in log] == [1, 2] and log[1]["step"] == 8
+    ck = load_checkpoint(os.path.join(out, "last.pt"))
+    assert ck["epoch"] == 2
+    # model, optimizer, scheduler, RNG and data order restored: same weights as 2 epochs straight
+    ref = load_checkpoint(os.path.join(trained, "last.pt"))
+    for k, v in ref["model"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, ck["model"][k], atol=1e-5), k
+    # auto-resume from --out when everything is done: nothing more to train, log unchanged
+    assert train.main(TINY + ["--out", out, "--resume", "auto", "--epochs", "2", "--no-eval-test"]) == 0
+    assert len(read_log(out)) == 2
+
+
+def test_ablation_flags_reach_model(tmp_path):
+    out = run_train(tmp_path, "--epochs", "1", "--no-vq", "--no-gcn", "--loss", "bce", "--max-steps", "2",
+                    "--no-eval-test", "--membership", "cosine")
+    ck = load_checkpoint(os.path.join(out, "last.pt"))
+    mc = ck["model_config"]
+    assert (mc["use_vq"], mc["use_gcn"], mc["loss"], mc["membership"]) == (False, False, "bce", "cosine")
+    assert ck["step"] == 2
+    assert read_log(out)[0]["codebook_usage"] is None
+
+
+def test_atomic_save_keeps_old_file_on_crash(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save({"a": 1}, str(path))
+    real = torch.save
+
+    def boom(obj, f, *a, **k):
+        real(obj, f, *a, **k)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        atomic_save({"a": 2}, str(path))
+    monkeypatch.setattr(torch, "save", real)
+    assert torch.load(str(path)) == {"a": 1}
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_evaluate_friendly_errors(tmp_path, capsys):
+    assert evaluate.main([str(tmp_path / "missing.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"definitely not a checkpoint")
+    assert evaluate.main([str(bad)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(1)}, str(other))
+    with pytest.raises(CheckpointError, match="not a fact_fast"):
+        load_checkpoint(str(other))
+
+
+def test_config_precedence_and_bad_options(tmp_path, capsys):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 7\nlr: 0.01\nno_such_option: 1\n")
+    with pytest.raises(SystemExit) as exc:
+        parse_config(["--config", str(cfg_file)])
+    assert exc.value.code == 2 and "no_such_option" in capsys.readouterr().err
+    cfg_file.write_text("epochs: 7\nlr: 0.01\nbatch-size: 8\n")
+    cfg, explicit = parse_config(["--config", str(cfg_file), "--epochs", "3"])
+    assert (cfg.epochs, cfg.lr, cfg.batch_size) == (3, 0.01, 8)
+    jf = tmp_path / "c.json"
+    jf.write_text(json.dumps({"membership": "cosine"}))
+    assert parse_config(["--config", str(jf)])[0].membership == "cosine"
+    for argv in (["--membership", "rbf"], ["--epochs", "many"], ["--frobnicate"], ["--backend", "gpu"]):
+        with pytest.raises(SystemExit) as exc:
+            parse_config(argv)
+        assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        evaluate.build_parser().parse_args(["ck.pt", "--split", "dev"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("module", ["fact_fast.train", "fact_fast.evaluate"])
+def test_help(module):
+    res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                             p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "usage:" in res.stdout
+    if module == "fact_fast.train":
+        for opt in ("--dataset", "--model", "--epochs", "--resume", "--no-vq", "--no-gcn", "--membership",
+                    "--loss", "--backend", "--amp", "--nvtx", "--max-steps", "--config", "--no-progress"):
+            assert opt in res.stdout, opt
+    else:
+        for opt in ("--split", "--out", "--batch-size", "--device", "--data-root"):
+            assert opt in res.stdout, opt
