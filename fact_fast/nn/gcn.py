@@ -8,6 +8,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from fact_fast import ops
+from fact_fast.ops import CSRGraph, prepare_graph
 
 __all__ = ["GraphConv", "LabelGCN"]
 
@@ -56,11 +57,13 @@ class GraphConv(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, normalize={self.normalize}")
 
-    def forward(self, x: torch.Tensor, rowptr: torch.Tensor | None = None, col: torch.Tensor | None = None,
-                value: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rowptr: torch.Tensor | CSRGraph | None = None,
+                col: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [n, in_features]`` -> ``[n, out_features]``; the graph is ``rowptr``/``col``/``value``
+        or a prepared :class:`~fact_fast.ops.CSRGraph` passed as ``rowptr``."""
         if rowptr is None:
             rowptr, col, value = self.rowptr, self.col, self.value
-        if rowptr is None or col is None:
+        if rowptr is None or (col is None and not isinstance(rowptr, CSRGraph)):
             raise ValueError("GraphConv needs a graph: pass rowptr/col at construction or to forward()")
         prop = lambda t: ops.gcn_propagate(t, rowptr, col, value, add_self_loops=self.add_self_loops,  # noqa: E731
                                            normalize=self.normalize)
@@ -78,6 +81,10 @@ class LabelGCN(nn.Module):
 
     ``S⁰ [C, in_dim]`` (label text embeddings) and the CSR graph are registered buffers; weights
     have no bias (this matches the paper's parameter budget). ``forward()`` returns ``S [C, out_dim]``.
+
+    The graph is validated once here and propagated through a cached
+    :class:`~fact_fast.ops.CSRGraph` (its D̃^{-1/2} and transposed CSR are built once, not every
+    step); the cache is dropped whenever the module moves (``.to``/``.cuda``) and rebuilt lazily.
     """
 
     def __init__(self, label_embeddings: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor,
@@ -93,6 +100,8 @@ class LabelGCN(nn.Module):
         self.register_buffer("rowptr", rowptr.to(torch.int64).clone())
         self.register_buffer("col", col.to(torch.int64).clone())
         self.register_buffer("value", None if value is None else value.detach().float().clone())
+        prepare_graph(self.rowptr, self.col, self.value)  # validates the CSR (raises on a malformed graph)
+        self._graph: CSRGraph | None = None
         self.layer1 = GraphConv(in_dim, hidden_dim)
         self.layer2 = GraphConv(hidden_dim, out_dim)
 
@@ -100,7 +109,17 @@ class LabelGCN(nn.Module):
     def num_classes(self) -> int:
         return self.label_embeddings.shape[0]
 
+    def _apply(self, fn, *args, **kwargs):
+        self._graph = None  # buffers are replaced by .to()/.cuda(): rebuild the cache from them
+        return super()._apply(fn, *args, **kwargs)
+
+    def graph(self) -> CSRGraph:
+        if self._graph is None:
+            self._graph = CSRGraph(self.rowptr, self.col, self.value, self.num_classes, validate=False)
+        return self._graph
+
     def forward(self, s0: torch.Tensor | None = None) -> torch.Tensor:
         s = self.label_embeddings if s0 is None else s0
-        s = F.leaky_relu(self.layer1(s, self.rowptr, self.col, self.value), self.negative_slope)
-        return self.layer2(s, self.rowptr, self.col, self.value)
+        graph = self.graph()
+        s = F.leaky_relu(self.layer1(s, graph), self.negative_slope)
+        return self.layer2(s, graph)

@@ -12,11 +12,11 @@ from ._backend import (BACKENDS, BackendUnavailableError, available_backends, re
                        requested_backend, set_auto_order, use_backend)
 from .attention import sigmoid_attention, sigmoid_interface
 from .fuzzy import fuzzy_loss, fuzzy_membership
-from .gcn import gcn_propagate
+from .gcn import CSRGraph, gcn_propagate, prepare_graph
 from .vq import vq_nearest, vq_quantize
 
 __all__ = [
     "vq_nearest", "vq_quantize", "gcn_propagate", "sigmoid_attention", "sigmoid_interface",
-    "fuzzy_membership", "fuzzy_loss", "use_backend", "available_backends", "requested_backend",
+    "fuzzy_membership", "fuzzy_loss", "CSRGraph", "prepare_graph", "use_backend", "available_backends", "requested_backend",
     "BACKENDS", "BackendUnavailableError", "register", "registered_ops", "set_auto_order",
 ]
