@@ -22,6 +22,7 @@
 #include <mma.h>
 
 #include "attention_kernels.h"
+#include "../common/convert.cuh"
 
 namespace fact_fast {
 namespace {
@@ -33,12 +34,6 @@ constexpr int kBlockN = 16;  // keys per tile
 constexpr int kMaxPerThread = kBlockM * static_cast<int>(kAttentionMaxHeadDim) / kThreads;
 static_assert(kBlockM == kBlockN, "the accumulator count assumes square tiles");
 
-template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_float(float v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + __expf(-x)); }
 

@@ -16,6 +16,7 @@
 #include <cuda_fp16.h>
 
 #include "fuzzy_kernels.h"
+#include "../common/convert.cuh"
 
 namespace fact_fast {
 namespace {
@@ -25,12 +26,6 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int64_t kMaxForwardBlocks = 65535LL * 32;
 constexpr int64_t kMaxBackwardBlocks = 1024;
 
-template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_float(float v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 
 // Butterfly sum: every lane ends with the same value (float addition is commutative).
 __device__ __forceinline__ float warp_sum(float v) {

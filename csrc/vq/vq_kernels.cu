@@ -19,6 +19,7 @@
 #include <cfloat>
 
 #include "vq_kernels.h"
+#include "../common/convert.cuh"
 
 namespace fact_fast {
 namespace {
@@ -27,12 +28,6 @@ constexpr int kThreads = 256;
 constexpr int kTileRows = 64;   // rows of z per block
 constexpr int kTileCodes = 64;  // codewords per tile
 
-template <typename T> __device__ __forceinline__ float to_float(T v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_float(float v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 
 __device__ __forceinline__ void keep_min(float& best, long long& best_j, float v, long long j) {
   if (v < best || (v == best && j < best_j)) {
