@@ -36,6 +36,20 @@ REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
 
 
 @triton.jit
+def _take_ticket(counter_ptr):
+    """Arrival number of this program at the last-program reduction (the CUDA threadfence pattern).
+
+    The barrier orders every thread's earlier stores before the atomic, whichever thread Triton
+    lets issue a scalar store; the atomic (acq_rel, gpu scope by default) releases them to the
+    program that draws the last ticket, and acquires the others' for it. Its result reaches all
+    threads through shared memory behind a barrier, so the last program's loads (.cg, from L2)
+    come after the acquire. (sm_90 PTX: bar.sync; atom.global.gpu.acq_rel.add; bar.sync.)
+    """
+    tl.debug_barrier()
+    return tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu")
+
+
+@triton.jit
 def _fuzzy_fwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, mu_ptr, stats_ptr, loss_ptr, out_ptr, counter_ptr,
                       B, C, D, alpha, logit_scale, threshold, smooth, out_scale,
                       COMPUTE_LOSS: tl.constexpr, REDUCE: tl.constexpr,
@@ -86,8 +100,7 @@ def _fuzzy_fwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, mu_ptr, stats_ptr, loss_ptr,
         tl.store(stats_ptr + b * 4 + 3, den)
         tl.store(loss_ptr + b, lse_neg + lse_pos + alpha * (1.0 - num / den))
         if REDUCE:
-            # acq_rel atomic: this program's loss store is visible to whoever sees its ticket.
-            ticket = tl.atomic_add(counter_ptr, 1)
+            ticket = _take_ticket(counter_ptr)
             if ticket == B - 1:
                 acc = tl.zeros([BLOCK_R], dtype=tl.float32)
                 for r0 in range(0, B, BLOCK_R):
@@ -142,7 +155,7 @@ def _fuzzy_bwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, stats_ptr, g_ptr, gmu_ptr, d
         dtau_acc += gmu * dist / tau / tau
     tl.store(ds_ptr + c * D + offs_d, ds_acc.to(ds_ptr.dtype.element_ty), mask=mask_d)
     tl.store(part_ptr + c, tl.sum(dtau_acc, axis=0))
-    ticket = tl.atomic_add(counter_ptr, 1)
+    ticket = _take_ticket(counter_ptr)
     if ticket == C - 1:
         acc = tl.zeros([BLOCK_R], dtype=tl.float32)
         for r0 in range(0, C, BLOCK_R):
