@@ -295,11 +295,13 @@ cudaError_t nearest(const void* z_, const void* cb_, int64_t n, int64_t k, int64
   bool tensor_cores = false;
   if constexpr (kHasTensorCores<T>) {
     if (allow_tensor_cores) {
-      int device = 0, major = 0;
-      cudaError_t err = cudaGetDevice(&device);
-      if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+      // The wmma body exists only where the code run on this device was compiled for compute_80+
+      // (a build for an older arch list, JIT-compiled from its PTX, would run an empty kernel and leave
+      // index unwritten): ask which PTX version the runtime picked, not just the device's capability.
+      cudaFuncAttributes attr{};
+      const cudaError_t err = cudaFuncGetAttributes(&attr, nearest_wmma_kernel<T>);
       if (err != cudaSuccess) return err;
-      tensor_cores = major >= 8;
+      tensor_cores = attr.ptxVersion >= 80;
     }
     if (tensor_cores) nearest_wmma_kernel<T><<<tiles, kThreads, 0, stream>>>(z, cb, pnorm, n, k, d, index);
   }
