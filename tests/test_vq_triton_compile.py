@@ -42,10 +42,10 @@ def compile_all(capability: int, dt: str, precision: str, configs) -> None:
                                 config.num_stages)
             assert "ptx" in compiled.asm
     sig = pointers(index_ptr="*i64", go_ptr=f"*{dt}", w_ptr="*fp32", w_stride=i32, gz_ptr=f"*{dt}",
-                   N=i32, D=i32, s_zn=i32, s_zd=i32, s_cn=i32, s_cd=i32, s_gn=i32, s_gd=i32,
+                   N=i32, K=i32, D=i32, s_zn=i32, s_zd=i32, s_cn=i32, s_cd=i32, s_gn=i32, s_gd=i32,
                    HAS_GO=c, BLOCK_M=c, BLOCK_D=c)
     _compile(K._grad_z_kernel, sig, {"HAS_GO": True, "BLOCK_M": 32, "BLOCK_D": 128}, capability)
-    sig = pointers(index_ptr="*i64", w_ptr="*fp32", w_stride=i32, acc_ptr="*fp32", N=i32, D=i32,
+    sig = pointers(index_ptr="*i64", w_ptr="*fp32", w_stride=i32, acc_ptr="*fp32", N=i32, K=i32, D=i32,
                    s_zn=i32, s_zd=i32, s_cn=i32, s_cd=i32, BLOCK_M=c, BLOCK_D=c)
     _compile(K._grad_codebook_atomic_kernel, sig, {"BLOCK_M": 32, "BLOCK_D": 128}, capability)
     sig = pointers(order_ptr="*i64", offsets_ptr="*i64", w_ptr="*fp32", w_stride=i32, gc_ptr=f"*{dt}",

@@ -45,7 +45,7 @@ def _nearest_kernel(z_ptr, cb_ptr, pn_ptr, index_ptr, dist_ptr, dist_f32_ptr, q_
         cmask = cols < K
         acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for d0 in range(0, D, BLOCK_D):
-            ds = d0 + tl.arange(0, BLOCK_D)
+            ds = d0 + tl.arange(0, BLOCK_D).to(tl.int64)  # ds * s_zd passes 2^31 for a large transposed z
             dmask = ds < D
             a = tl.load(z_ptr + rows[:, None] * s_zn + ds[None, :] * s_zd,
                         mask=rmask[:, None] & dmask[None, :], other=0.0)
@@ -65,7 +65,7 @@ def _nearest_kernel(z_ptr, cb_ptr, pn_ptr, index_ptr, dist_ptr, dist_f32_ptr, q_
     tl.store(index_ptr + rows, best_j, mask=rmask)
     exact = tl.zeros([BLOCK_M], tl.float32)
     for d0 in range(0, D, BLOCK_D):
-        ds = d0 + tl.arange(0, BLOCK_D)
+        ds = d0 + tl.arange(0, BLOCK_D).to(tl.int64)
         m2 = rmask[:, None] & (ds < D)[None, :]
         a = tl.load(z_ptr + rows[:, None] * s_zn + ds[None, :] * s_zd, mask=m2, other=0.0)
         p = tl.load(cb_ptr + best_j[:, None] * s_cn + ds[None, :] * s_cd, mask=m2, other=0.0)
@@ -80,18 +80,29 @@ def _nearest_kernel(z_ptr, cb_ptr, pn_ptr, index_ptr, dist_ptr, dist_f32_ptr, q_
 
 
 @triton.jit
-def _grad_z_kernel(z_ptr, cb_ptr, index_ptr, go_ptr, w_ptr, w_stride, gz_ptr,
-                   N, D, s_zn, s_zd, s_cn, s_cd, s_gn, s_gd,
-                   HAS_GO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+def _residual_tile(z_ptr, cb_ptr, index_ptr, w_ptr, w_stride, N, K, D, s_zn, s_zd, s_cn, s_cd,
+                   BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The (BLOCK_M rows × BLOCK_D features) tile of this program: rows, ds, in-bounds mask, index j,
+    row weight w and w·(z − p_j) in fp32. Rows whose index is outside [0, K) (only possible on a
+    direct op call) contribute 0 and read no codeword, as in the CUDA kernels."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
     ds = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
     rmask = rows < N
     m2 = rmask[:, None] & (ds < D)[None, :]
     j = tl.load(index_ptr + rows, mask=rmask, other=0)
+    jok = m2 & ((j >= 0) & (j < K))[:, None]
     w = tl.load(w_ptr + rows * w_stride, mask=rmask, other=0.0)
-    zt = tl.load(z_ptr + rows[:, None] * s_zn + ds[None, :] * s_zd, mask=m2, other=0.0).to(tl.float32)
-    p = tl.load(cb_ptr + j[:, None] * s_cn + ds[None, :] * s_cd, mask=m2, other=0.0).to(tl.float32)
-    g = w[:, None] * (zt - p)
+    zt = tl.load(z_ptr + rows[:, None] * s_zn + ds[None, :] * s_zd, mask=jok, other=0.0).to(tl.float32)
+    p = tl.load(cb_ptr + j[:, None] * s_cn + ds[None, :] * s_cd, mask=jok, other=0.0).to(tl.float32)
+    return rows, ds, m2, jok, j, w[:, None] * (zt - p)
+
+
+@triton.jit
+def _grad_z_kernel(z_ptr, cb_ptr, index_ptr, go_ptr, w_ptr, w_stride, gz_ptr,
+                   N, K, D, s_zn, s_zd, s_cn, s_cd, s_gn, s_gd,
+                   HAS_GO: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, ds, m2, jok, j, g = _residual_tile(z_ptr, cb_ptr, index_ptr, w_ptr, w_stride, N, K, D,
+                                             s_zn, s_zd, s_cn, s_cd, BLOCK_M, BLOCK_D)
     if HAS_GO:
         g += tl.load(go_ptr + rows[:, None] * s_gn + ds[None, :] * s_gd, mask=m2, other=0.0).to(tl.float32)
     tl.store(gz_ptr + rows[:, None] * D + ds[None, :], g.to(gz_ptr.dtype.element_ty), mask=m2)
@@ -99,17 +110,12 @@ def _grad_z_kernel(z_ptr, cb_ptr, index_ptr, go_ptr, w_ptr, w_stride, gz_ptr,
 
 @triton.jit
 def _grad_codebook_atomic_kernel(z_ptr, cb_ptr, index_ptr, w_ptr, w_stride, acc_ptr,
-                                 N, D, s_zn, s_zd, s_cn, s_cd,
+                                 N, K, D, s_zn, s_zd, s_cn, s_cd,
                                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
-    ds = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D).to(tl.int64)
-    rmask = rows < N
-    m2 = rmask[:, None] & (ds < D)[None, :]
-    j = tl.load(index_ptr + rows, mask=rmask, other=0)
-    w = tl.load(w_ptr + rows * w_stride, mask=rmask, other=0.0)
-    zt = tl.load(z_ptr + rows[:, None] * s_zn + ds[None, :] * s_zd, mask=m2, other=0.0).to(tl.float32)
-    p = tl.load(cb_ptr + j[:, None] * s_cn + ds[None, :] * s_cd, mask=m2, other=0.0).to(tl.float32)
-    tl.atomic_add(acc_ptr + j[:, None] * D + ds[None, :], w[:, None] * (p - zt), mask=m2)
+    rows, ds, m2, jok, j, g = _residual_tile(z_ptr, cb_ptr, index_ptr, w_ptr, w_stride, N, K, D,
+                                             s_zn, s_zd, s_cn, s_cd, BLOCK_M, BLOCK_D)
+    # Relaxed: the accumulator is only read after the kernel, so no ordering with other memory is needed.
+    tl.atomic_add(acc_ptr + j[:, None] * D + ds[None, :], -g, mask=jok, sem="relaxed")
 
 
 @triton.jit
@@ -186,7 +192,7 @@ def residual_backward(z: torch.Tensor, codebook: torch.Tensor, index: torch.Tens
         return grad_z, torch.zeros_like(codebook, memory_format=torch.contiguous_format)
     go = grad_out if grad_out is not None else z
     _grad_z_kernel[(triton.cdiv(n, bm), triton.cdiv(d, bd))](
-        z, codebook, index, go, wz, wz_stride, grad_z, n, d, z.stride(0), z.stride(1),
+        z, codebook, index, go, wz, wz_stride, grad_z, n, k, d, z.stride(0), z.stride(1),
         codebook.stride(0), codebook.stride(1), go.stride(0), go.stride(1),
         HAS_GO=grad_out is not None, BLOCK_M=bm, BLOCK_D=bd)
     if deterministic:
@@ -199,6 +205,6 @@ def residual_backward(z: torch.Tensor, codebook: torch.Tensor, index: torch.Tens
         return grad_z, grad_codebook
     acc = torch.zeros(k, d, dtype=torch.float32, device=z.device)
     _grad_codebook_atomic_kernel[(triton.cdiv(n, bm), triton.cdiv(d, bd))](
-        z, codebook, index, wc, wc_stride, acc, n, d, z.stride(0), z.stride(1),
+        z, codebook, index, wc, wc_stride, acc, n, k, d, z.stride(0), z.stride(1),
         codebook.stride(0), codebook.stride(1), BLOCK_M=bm, BLOCK_D=bd)
     return grad_z, acc.to(codebook.dtype)
