@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "../common/check.h"
+#include "vq_checks.h"
 
 namespace fact_fast {
 namespace {
@@ -149,11 +150,7 @@ void check_pair(const at::Tensor& z, const at::Tensor& codebook) {
   FF_CHECK_DIM(z, 2);
   FF_CHECK_DIM(codebook, 2);
   FF_CHECK_FLOAT(z);
-  FF_CHECK_SAME_DTYPE(z, codebook);
-  FF_CHECK_SAME_DEVICE(z, codebook);
-  TORCH_CHECK_VALUE(z.size(1) == codebook.size(1), "z and codebook must have the same feature size, got ",
-                    z.size(1), " and ", codebook.size(1));
-  TORCH_CHECK_VALUE(codebook.size(0) > 0, "codebook must have at least one row");
+  vq::check_pair_shapes(z, codebook);
 }
 
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
@@ -203,13 +200,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> vq_quantize_cpu(const at::Tensor&
   return {v, index, loss};
 }
 
-// w: numel 1 (broadcast) or n, any float dtype -> contiguous acc dtype; returns (tensor, stride).
-std::pair<at::Tensor, int64_t> row_weight(const at::Tensor& w, int64_t n, at::ScalarType acc, const char* name) {
-  TORCH_CHECK_VALUE(w.numel() == 1 || w.numel() == n, name, " must have 1 or n = ", n, " elements, got ",
-                    w.numel());
-  return {w.reshape({-1}).to(acc).contiguous(), w.numel() == 1 ? 0 : 1};
-}
-
 std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cpu(const at::Tensor& z_in, const at::Tensor& codebook_in,
                                                             const at::Tensor& index_in,
                                                             const std::optional<at::Tensor>& grad_out_in,
@@ -217,20 +207,12 @@ std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cpu(const at::Tensor& z_
                                                             const at::Tensor& codebook_weight, bool) {
   check_pair(z_in, codebook_in);
   const int64_t n = z_in.size(0), k = codebook_in.size(0), d = z_in.size(1);
-  TORCH_CHECK_TYPE(index_in.scalar_type() == at::kLong, "index must be int64");
-  TORCH_CHECK_VALUE(index_in.dim() == 1 && index_in.size(0) == n, "index must have shape [n]");
-  FF_CHECK_SAME_DEVICE(z_in, index_in);
-  const at::Tensor z = z_in.contiguous(), cb = codebook_in.contiguous(), index = index_in.contiguous();
-  at::Tensor grad_out;
-  if (grad_out_in.has_value() && grad_out_in->defined()) {
-    const at::Tensor& grad_v = *grad_out_in;
-    TORCH_CHECK_VALUE(grad_v.sizes() == z.sizes(), "grad_out must have the shape of z");
-    FF_CHECK_SAME_DEVICE(z, grad_v);
-    grad_out = grad_v.to(z.scalar_type()).contiguous();
-  }
+  at::Tensor index, grad_out;  // (no structured binding: grad_out is captured by the dispatch lambda)
+  std::tie(index, grad_out) = vq::backward_inputs(z_in, index_in, grad_out_in);
+  const at::Tensor z = z_in.contiguous(), cb = codebook_in.contiguous();
   const at::ScalarType acc = acc_type(z.scalar_type());
-  auto [wz, wz_stride] = row_weight(z_weight, n, acc, "z_weight");
-  auto [wc, wc_stride] = row_weight(codebook_weight, n, acc, "codebook_weight");
+  auto [wz, wz_stride] = vq::row_weight(z_weight, z, acc, "z_weight");
+  auto [wc, wc_stride] = vq::row_weight(codebook_weight, z, acc, "codebook_weight");
   const int64_t* idx = index.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i)
     TORCH_CHECK_VALUE(idx[i] >= 0 && idx[i] < k, "index[", i, "] = ", idx[i], " is outside [0, ", k, ")");

@@ -14,6 +14,7 @@
 
 #include "../common/check.h"
 #include "../common/dtype_torch.h"
+#include "vq_checks.h"
 #include "vq_kernels.h"
 
 namespace fact_fast {
@@ -22,15 +23,11 @@ namespace {
 void check_pair(const at::Tensor& z, const at::Tensor& codebook) {
   FF_CHECK_DIM(z, 2);
   FF_CHECK_DIM(codebook, 2);
-  FF_CHECK_SAME_DTYPE(z, codebook);
-  FF_CHECK_SAME_DEVICE(z, codebook);
-  TORCH_CHECK_VALUE(z.is_cuda(), "z and codebook must be CUDA tensors, got ", z.device());
   TORCH_CHECK_TYPE(z.scalar_type() == at::kFloat || z.scalar_type() == at::kHalf ||
                        z.scalar_type() == at::kBFloat16,
                    "the CUDA VQ kernels take float32, float16 or bfloat16, got ", z.scalar_type());
-  TORCH_CHECK_VALUE(z.size(1) == codebook.size(1), "z and codebook must have the same feature size, got ",
-                    z.size(1), " and ", codebook.size(1));
-  TORCH_CHECK_VALUE(codebook.size(0) > 0, "codebook must have at least one row");
+  vq::check_pair_shapes(z, codebook);
+  TORCH_CHECK_VALUE(z.is_cuda(), "z and codebook must be CUDA tensors, got ", z.device());
 }
 
 // FACT_FAST_VQ_TENSOR_CORES=0 forces the SIMT tile kernel for fp16/bf16 (to test the fallback on sm_80+).
@@ -75,33 +72,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> vq_quantize_cuda(const at::Tensor
   return {v, index, loss};
 }
 
-std::pair<at::Tensor, int64_t> row_weight(const at::Tensor& w, int64_t n, const char* name) {
-  TORCH_CHECK_VALUE(w.numel() == 1 || w.numel() == n, name, " must have 1 or n = ", n, " elements, got ",
-                    w.numel());
-  return {w.reshape({-1}).to(at::kFloat).contiguous(), w.numel() == 1 ? 0 : 1};
-}
-
 std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cuda(const at::Tensor& z_in, const at::Tensor& codebook_in,
                                                              const at::Tensor& index_in,
                                                              const std::optional<at::Tensor>& grad_out_in,
                                                              const at::Tensor& z_weight,
                                                              const at::Tensor& codebook_weight, bool deterministic) {
   check_pair(z_in, codebook_in);
-  FF_CHECK_SAME_DEVICE(z_in, index_in);
   const c10::cuda::CUDAGuard guard(z_in.device());
   const int64_t n = z_in.size(0), k = codebook_in.size(0), d = z_in.size(1);
-  TORCH_CHECK_TYPE(index_in.scalar_type() == at::kLong, "index must be int64");
-  TORCH_CHECK_VALUE(index_in.dim() == 1 && index_in.size(0) == n, "index must have shape [n]");
-  const at::Tensor z = z_in.contiguous(), cb = codebook_in.contiguous(), index = index_in.contiguous();
-  at::Tensor grad_out;
-  if (grad_out_in.has_value() && grad_out_in->defined()) {
-    const at::Tensor& grad_v = *grad_out_in;
-    TORCH_CHECK_VALUE(grad_v.sizes() == z.sizes(), "grad_out must have the shape of z");
-    FF_CHECK_SAME_DEVICE(z, grad_v);
-    grad_out = grad_v.to(z.scalar_type()).contiguous();
-  }
-  auto [wz, wz_stride] = row_weight(z_weight.to(z.device()), n, "z_weight");
-  auto [wc, wc_stride] = row_weight(codebook_weight.to(z.device()), n, "codebook_weight");
+  const auto [index, grad_out] = vq::backward_inputs(z_in, index_in, grad_out_in);
+  const at::Tensor z = z_in.contiguous(), cb = codebook_in.contiguous();
+  auto [wz, wz_stride] = vq::row_weight(z_weight, z, at::kFloat, "z_weight");
+  auto [wc, wc_stride] = vq::row_weight(codebook_weight, z, at::kFloat, "codebook_weight");
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const DType dt = dtype_of(z);
 
