@@ -55,6 +55,39 @@ inline void gcn_check_like_x(const at::Tensor& t, const at::Tensor& x, const cha
   TORCH_CHECK_VALUE(t.device() == x.device(), name, " must be on the device of x");
 }
 
+// The checked inputs, contiguous, with their sizes (value undefined when absent).
+struct GcnInputs {
+  at::Tensor x, rowptr, col, value, dinv;
+  int64_t n, f, nnz;
+};
+
+inline GcnInputs gcn_contiguous_inputs(const at::Tensor& x, const at::Tensor& rowptr, const at::Tensor& col,
+                                       const std::optional<at::Tensor>& value, const at::Tensor& dinv) {
+  gcn_check_inputs(x, rowptr, col, value, dinv);
+  GcnInputs in{x.contiguous(), rowptr.contiguous(), col.contiguous(),
+               value.has_value() ? value->contiguous() : at::Tensor(), dinv.contiguous(), 0, 0, 0};
+  in.n = in.x.size(0);
+  in.f = in.x.size(1);
+  in.nnz = in.col.size(0);
+  return in;
+}
+
+// gcn_spmm_value_grad: the inputs above plus grad and dx (each with x's shape, dtype and device), contiguous.
+struct GcnGradInputs : GcnInputs {
+  at::Tensor grad, dx;
+};
+
+inline GcnGradInputs gcn_contiguous_grad_inputs(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& rowptr,
+                                                const at::Tensor& col, const std::optional<at::Tensor>& value,
+                                                const at::Tensor& dinv, const at::Tensor& dx) {
+  GcnGradInputs in{gcn_contiguous_inputs(x, rowptr, col, value, dinv), at::Tensor(), at::Tensor()};
+  gcn_check_like_x(grad, x, "grad");
+  gcn_check_like_x(dx, x, "dx");
+  in.grad = grad.contiguous();
+  in.dx = dx.contiguous();
+  return in;
+}
+
 // CPU only (it reads two values): rowptr[0] == 0 and rowptr[n] == nnz.
 inline void gcn_check_rowptr_ends(const at::Tensor& rowptr, int64_t nnz) {
   const int64_t first = rowptr[0].item<int64_t>(), last = rowptr[-1].item<int64_t>();

@@ -167,11 +167,9 @@ at::Tensor gcn_spmm_cpu(const at::Tensor& x_in, const at::Tensor& rowptr_in, con
                         const std::optional<at::Tensor>& value_in, const at::Tensor& dinv_in,
                         const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
                         bool add_self_loops, bool normalize) {
-  gcn_check_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
-  const at::Tensor x = x_in.contiguous(), rowptr = rowptr_in.contiguous(), col = col_in.contiguous();
-  const at::Tensor dinv = dinv_in.contiguous();
-  const at::Tensor value = value_in.has_value() ? value_in->contiguous() : at::Tensor();
-  const int64_t n = x.size(0), f = x.size(1), nnz = col.size(0);
+  const GcnInputs in = gcn_contiguous_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
+  const at::Tensor &x = in.x, &rowptr = in.rowptr, &col = in.col, &value = in.value, &dinv = in.dinv;
+  const int64_t n = in.n, f = in.f, nnz = in.nnz;
   at::Tensor out = at::empty({n, f}, x.options());
   if (n == 0) return out;
   gcn_check_rowptr_ends(rowptr, nnz);
@@ -194,13 +192,10 @@ at::Tensor gcn_spmm_value_grad_cpu(const at::Tensor& grad_in, const at::Tensor& 
                                    const at::Tensor& col_in, const std::optional<at::Tensor>& value_in,
                                    const at::Tensor& dinv_in, const at::Tensor& dx_in, bool add_self_loops,
                                    bool normalize) {
-  gcn_check_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
-  gcn_check_like_x(grad_in, x_in, "grad");
-  gcn_check_like_x(dx_in, x_in, "dx");
-  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous(), dx = dx_in.contiguous();
-  const at::Tensor rowptr = rowptr_in.contiguous(), col = col_in.contiguous(), dinv = dinv_in.contiguous();
-  const at::Tensor value = value_in.has_value() ? value_in->contiguous() : at::Tensor();
-  const int64_t n = x.size(0), f = x.size(1), nnz = col.size(0);
+  const GcnGradInputs in = gcn_contiguous_grad_inputs(grad_in, x_in, rowptr_in, col_in, value_in, dinv_in, dx_in);
+  const at::Tensor &x = in.x, &rowptr = in.rowptr, &col = in.col, &value = in.value, &dinv = in.dinv;
+  const int64_t n = in.n, f = in.f, nnz = in.nnz;
+  const at::Tensor &grad = in.grad, &dx = in.dx;
   at::Tensor dvalue = at::zeros({nnz}, dinv.options());
   if (n == 0) return dvalue;
   gcn_check_rowptr_ends(rowptr, nnz);

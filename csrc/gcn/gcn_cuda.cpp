@@ -21,12 +21,10 @@ at::Tensor gcn_spmm_cuda(const at::Tensor& x_in, const at::Tensor& rowptr_in, co
                          const std::optional<at::Tensor>& value_in, const at::Tensor& dinv_in,
                          const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
                          bool add_self_loops, bool normalize) {
-  gcn_check_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::Tensor x = x_in.contiguous(), rowptr = rowptr_in.contiguous(), col = col_in.contiguous();
-  const at::Tensor dinv = dinv_in.contiguous();
-  const at::Tensor value = value_in.has_value() ? value_in->contiguous() : at::Tensor();
-  const int64_t n = x.size(0), f = x.size(1), nnz = col.size(0);
+  const GcnInputs in = gcn_contiguous_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
+  const at::Tensor &x = in.x, &rowptr = in.rowptr, &col = in.col, &value = in.value, &dinv = in.dinv;
+  const int64_t n = in.n, f = in.f, nnz = in.nnz;
+  const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor out = at::empty({n, f}, x.options());
   C10_CUDA_CHECK(launch_gcn_spmm(dtype_of(x), col.scalar_type() == at::kLong, x.const_data_ptr(),
                                  rowptr.const_data_ptr(), col.const_data_ptr(),
@@ -39,14 +37,11 @@ at::Tensor gcn_spmm_value_grad_cuda(const at::Tensor& grad_in, const at::Tensor&
                                     const at::Tensor& col_in, const std::optional<at::Tensor>& value_in,
                                     const at::Tensor& dinv_in, const at::Tensor& dx_in, bool add_self_loops,
                                     bool normalize) {
-  gcn_check_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
-  gcn_check_like_x(grad_in, x_in, "grad");
-  gcn_check_like_x(dx_in, x_in, "dx");
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  const at::Tensor x = x_in.contiguous(), grad = grad_in.contiguous(), dx = dx_in.contiguous();
-  const at::Tensor rowptr = rowptr_in.contiguous(), col = col_in.contiguous(), dinv = dinv_in.contiguous();
-  const at::Tensor value = value_in.has_value() ? value_in->contiguous() : at::Tensor();
-  const int64_t n = x.size(0), f = x.size(1), nnz = col.size(0);
+  const GcnGradInputs in = gcn_contiguous_grad_inputs(grad_in, x_in, rowptr_in, col_in, value_in, dinv_in, dx_in);
+  const at::Tensor &x = in.x, &rowptr = in.rowptr, &col = in.col, &value = in.value, &dinv = in.dinv;
+  const int64_t n = in.n, f = in.f, nnz = in.nnz;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor &grad = in.grad, &dx = in.dx;
   at::Tensor dvalue = at::zeros({nnz}, dinv.options());
   C10_CUDA_CHECK(launch_gcn_value_grad(dtype_of(x), col.scalar_type() == at::kLong, grad.const_data_ptr(),
                                        x.const_data_ptr(), dx.const_data_ptr(), rowptr.const_data_ptr(),

@@ -41,6 +41,19 @@ __device__ __forceinline__ void row_bounds(const I* rowptr, int64_t row, int64_t
   e1 = e1 < e0 ? e0 : (e1 > nnz ? nnz : e1);
 }
 
+// Calls body(row, e0, e1, dinv[row]) for each row of this warp (grid-stride). Rows are warp-uniform,
+// so every lane of the warp runs the body with the same row and may take part in shuffles.
+template <typename I, typename Acc, typename Body>
+__device__ __forceinline__ void for_each_warp_row(const I* rowptr, const Acc* dinv, int64_t n, int64_t nnz,
+                                                  Body&& body) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; row < n; row += stride) {
+    int64_t e0, e1;
+    row_bounds(rowptr, row, nnz, e0, e1);
+    body(row, e0, e1, dinv[row]);
+  }
+}
+
 template <typename Acc>
 __device__ __forceinline__ Acc warp_sum(Acc v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
@@ -53,11 +66,7 @@ __global__ void __launch_bounds__(kThreads)
                 const Acc* __restrict__ value, const Acc* __restrict__ dinv, int64_t n, int64_t nnz, int64_t f,
                 bool self_loop, T* __restrict__ out) {
   const int lane = threadIdx.x & 31;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; row < n; row += stride) {
-    int64_t e0, e1;
-    row_bounds(rowptr, row, nnz, e0, e1);
-    const Acc di = dinv[row];
+  for_each_warp_row(rowptr, dinv, n, nnz, [&](int64_t row, int64_t e0, int64_t e1, Acc di) {
     // Feature chunks are warp-uniform so every lane takes part in the shuffles below.
     for (int64_t base = 0; base < f; base += 32 * VEC) {
       const int64_t f0 = base + lane * VEC;
@@ -97,7 +106,7 @@ __global__ void __launch_bounds__(kThreads)
         *reinterpret_cast<Pack<T, VEC>*>(out + row * f + f0) = o;
       }
     }
-  }
+  });
 }
 
 template <typename T, typename Acc>
@@ -116,11 +125,7 @@ __global__ void __launch_bounds__(kThreads)
                       const Acc* __restrict__ dinv, int64_t n, int64_t nnz, int64_t f, bool self_loop,
                       bool normalize, Acc* __restrict__ dvalue) {
   const int lane = threadIdx.x & 31;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; row < n; row += stride) {
-    int64_t e0, e1;
-    row_bounds(rowptr, row, nnz, e0, e1);
-    const Acc di = dinv[row];
+  for_each_warp_row(rowptr, dinv, n, nnz, [&](int64_t row, int64_t e0, int64_t e1, Acc di) {
     const T* gr = grad + row * f;
     Acc a = Acc(0);
     for (int64_t e = e0; e < e1; ++e) {
@@ -131,13 +136,13 @@ __global__ void __launch_bounds__(kThreads)
       if (lane == 0) dvalue[e] = di * dc * p;
       a += (value ? value[e] : Acc(1)) * dc * p;
     }
-    if (!normalize || di == Acc(0)) continue;
+    if (!normalize || di == Acc(0)) return;
     Acc inner = di * a + warp_dot<T, Acc>(dx + row * f, x + row * f, f, lane);
     if (self_loop) inner += di * di * warp_dot<T, Acc>(gr, x + row * f, f, lane);
     const Acc t = Acc(-0.5) * di * di * inner;
     __syncwarp();  // lane 0's stores above are visible to the whole warp
     for (int64_t e = e0 + lane; e < e1; e += 32) dvalue[e] += t;
-  }
+  });
 }
 
 unsigned grid_for(int64_t n) {
