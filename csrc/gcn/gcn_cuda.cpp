@@ -22,14 +22,13 @@ at::Tensor gcn_spmm_cuda(const at::Tensor& x_in, const at::Tensor& rowptr_in, co
                          const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
                          bool add_self_loops, bool normalize) {
   const GcnInputs in = gcn_contiguous_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
-  const at::Tensor &x = in.x, &rowptr = in.rowptr, &col = in.col, &value = in.value, &dinv = in.dinv;
-  const int64_t n = in.n, f = in.f, nnz = in.nnz;
-  const c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor out = at::empty({n, f}, x.options());
-  C10_CUDA_CHECK(launch_gcn_spmm(dtype_of(x), col.scalar_type() == at::kLong, x.const_data_ptr(),
-                                 rowptr.const_data_ptr(), col.const_data_ptr(),
-                                 value.defined() ? value.const_data_ptr() : nullptr, dinv.const_data_ptr(), n, nnz,
-                                 f, add_self_loops, out.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream()));
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  at::Tensor out = at::empty({in.n, in.f}, in.x.options());
+  C10_CUDA_CHECK(launch_gcn_spmm(dtype_of(in.x), in.col.scalar_type() == at::kLong, in.x.const_data_ptr(),
+                                 in.rowptr.const_data_ptr(), in.col.const_data_ptr(),
+                                 in.value.defined() ? in.value.const_data_ptr() : nullptr, in.dinv.const_data_ptr(),
+                                 in.n, in.nnz, in.f, add_self_loops, out.mutable_data_ptr(),
+                                 c10::cuda::getCurrentCUDAStream()));
   return out;
 }
 
@@ -38,15 +37,13 @@ at::Tensor gcn_spmm_value_grad_cuda(const at::Tensor& grad_in, const at::Tensor&
                                     const at::Tensor& dinv_in, const at::Tensor& dx_in, bool add_self_loops,
                                     bool normalize) {
   const GcnGradInputs in = gcn_contiguous_grad_inputs(grad_in, x_in, rowptr_in, col_in, value_in, dinv_in, dx_in);
-  const at::Tensor &x = in.x, &rowptr = in.rowptr, &col = in.col, &value = in.value, &dinv = in.dinv;
-  const int64_t n = in.n, f = in.f, nnz = in.nnz;
-  const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor &grad = in.grad, &dx = in.dx;
-  at::Tensor dvalue = at::zeros({nnz}, dinv.options());
-  C10_CUDA_CHECK(launch_gcn_value_grad(dtype_of(x), col.scalar_type() == at::kLong, grad.const_data_ptr(),
-                                       x.const_data_ptr(), dx.const_data_ptr(), rowptr.const_data_ptr(),
-                                       col.const_data_ptr(), value.defined() ? value.const_data_ptr() : nullptr,
-                                       dinv.const_data_ptr(), n, nnz, f, add_self_loops, normalize,
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  at::Tensor dvalue = at::zeros({in.nnz}, in.dinv.options());
+  C10_CUDA_CHECK(launch_gcn_value_grad(dtype_of(in.x), in.col.scalar_type() == at::kLong, in.grad.const_data_ptr(),
+                                       in.x.const_data_ptr(), in.dx.const_data_ptr(), in.rowptr.const_data_ptr(),
+                                       in.col.const_data_ptr(),
+                                       in.value.defined() ? in.value.const_data_ptr() : nullptr,
+                                       in.dinv.const_data_ptr(), in.n, in.nnz, in.f, add_self_loops, normalize,
                                        dvalue.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream()));
   return dvalue;
 }
