@@ -68,6 +68,24 @@ __device__ __forceinline__ float dot(const float* a, const float* b, int n) {
   return s;
 }
 
+// acc[t] += Σ_k a[r][k]·b[k][c] over the kBlockN-wide inner dim, for the element (r, c) of a
+// rows × width product that this thread owns in slot t (flat index threadIdx.x + t·kThreads);
+// a is a [rows][kBlockN] shared tile, b a [kBlockN][ldb] one. Fixed summation order.
+__device__ __forceinline__ void accumulate_product(float (&acc)[kMaxPerThread], const float* a, const float* b,
+                                                   int ldb, int rows, int width) {
+#pragma unroll
+  for (int t = 0; t < kMaxPerThread; ++t) {
+    const int idx = threadIdx.x + t * kThreads;
+    if (idx < rows * width) {
+      const int r = idx / width, c = idx % width;
+      float s = 0.f;
+#pragma unroll
+      for (int k = 0; k < kBlockN; ++k) s += a[r * kBlockN + k] * b[k * ldb + c];
+      acc[t] += s;
+    }
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     attention_fwd_kernel(Operand<T> q, Operand<T> k, Operand<T> v, T* __restrict__ out, int64_t batch, int64_t lq,
@@ -96,17 +114,7 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
       load_tile(kvs, ldkv, v, b, k0, kBlockN, lk, dv, 1.f);
       __syncthreads();
-#pragma unroll
-      for (int t = 0; t < kMaxPerThread; ++t) {
-        const int idx = threadIdx.x + t * kThreads;
-        if (idx < kBlockM * dv) {
-          const int i = idx / dv, c = idx % dv;
-          float a = 0.f;
-#pragma unroll
-          for (int j = 0; j < kBlockN; ++j) a += ps[i * kBlockN + j] * kvs[j * ldkv + c];
-          acc[t] += a;
-        }
-      }
+      accumulate_product(acc, ps, kvs, ldkv, kBlockM, dv);
     }
 #pragma unroll
     for (int t = 0; t < kMaxPerThread; ++t) {
@@ -158,24 +166,8 @@ __global__ void __launch_bounds__(kThreads)
         dst[idx] = valid ? p * (1.f - p) * dp * scale : 0.f;
       }
       __syncthreads();
-#pragma unroll
-      for (int t = 0; t < kMaxPerThread; ++t) {
-        const int idx = threadIdx.x + t * kThreads;
-        if (idx < kBlockN * dv) {
-          const int j = idx / dv, c = idx % dv;
-          float a = 0.f;
-#pragma unroll
-          for (int i = 0; i < kBlockM; ++i) a += pt[j * kBlockM + i] * gs[i * ldv + c];
-          dv_acc[t] += a;
-        }
-        if (idx < kBlockN * d) {
-          const int j = idx / d, c = idx % d;
-          float a = 0.f;
-#pragma unroll
-          for (int i = 0; i < kBlockM; ++i) a += dst[j * kBlockM + i] * qs[i * ldq + c];
-          dk_acc[t] += a;
-        }
-      }
+      accumulate_product(dv_acc, pt, gs, ldv, kBlockN, dv);
+      accumulate_product(dk_acc, dst, qs, ldq, kBlockN, d);
     }
 #pragma unroll
     for (int t = 0; t < kMaxPerThread; ++t) {
@@ -223,17 +215,7 @@ __global__ void __launch_bounds__(kThreads)
         ds[idx] = q0 + i < lq && k0 + j < lk ? p * (1.f - p) * dp * scale : 0.f;
       }
       __syncthreads();
-#pragma unroll
-      for (int t = 0; t < kMaxPerThread; ++t) {
-        const int idx = threadIdx.x + t * kThreads;
-        if (idx < kBlockM * d) {
-          const int i = idx / d, c = idx % d;
-          float a = 0.f;
-#pragma unroll
-          for (int j = 0; j < kBlockN; ++j) a += ds[i * kBlockN + j] * ks[j * ldq + c];
-          dq_acc[t] += a;
-        }
-      }
+      accumulate_product(dq_acc, ds, ks, ldq, kBlockM, d);
     }
 #pragma unroll
     for (int t = 0; t < kMaxPerThread; ++t) {

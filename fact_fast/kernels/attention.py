@@ -21,8 +21,11 @@ from fact_fast.ops._support import triton_interpreting
 
 @triton.jit
 def _load_tile(ptr, rows, n_rows, cols, n_cols, s_row, s_col, UPCAST: tl.constexpr):
-    """Tile [len(rows), len(cols)] of a strided matrix; rows ≥ n_rows and cols ≥ n_cols read as 0."""
-    x = tl.load(ptr + rows[:, None] * s_row + cols[None, :] * s_col,
+    """Tile [len(rows), len(cols)] of a strided matrix; rows ≥ n_rows and cols ≥ n_cols read as 0.
+
+    Offsets in int64: an input view may have a large stride on either axis (e.g. a transposed k).
+    """
+    x = tl.load(ptr + rows.to(tl.int64)[:, None] * s_row + cols.to(tl.int64)[None, :] * s_col,
                 mask=(rows[:, None] < n_rows) & (cols[None, :] < n_cols), other=0.0)
     if UPCAST:  # the interpreter's bf16 arithmetic is wrong: compute in float32 there
         x = x.to(tl.float32)
