@@ -1,34 +1,14 @@
-"""The attention and fuzzy Triton kernels compile for sm_80 / sm_90 on a machine without a GPU.
-
-The interpreter runs the kernels' logic but not the compiler: it accepts tl.dot blocks under 16,
-non-power-of-2 aranges and any amount of shared memory. This compiles the launch configurations
-the launchers pick and checks that each fits the shared memory of a block on the target
-(A100: 163 KiB, H100: 227 KiB), which Triton would otherwise only report at launch on a GPU.
-The interpreter patches triton.language process-wide, so the compiles run in a child process.
-"""
-import os
-import subprocess
+"""The attention and fuzzy Triton kernels compile for sm_80 / sm_90 on a machine without a GPU,
+in the launch configurations the launchers pick, each within a block's shared memory (see
+triton_compile.py)."""
 import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMEM_LIMIT = {80: 166912, 90: 232448}  # bytes of dynamic shared memory one block may opt in to
+from triton_compile import NO_GPU, compile_for, run_child
+
 TORCH_DTYPE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def _compile(kernel, signature, constexprs, capability, num_warps, num_stages):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32),
-                              options={"num_warps": num_warps, "num_stages": num_stages})
-    assert "ptx" in compiled.asm
-    shared = compiled.metadata.shared
-    assert shared <= SMEM_LIMIT[capability], f"{kernel.__name__}: {shared} bytes of shared memory on sm_{capability}"
-    return compiled
 
 
 def compile_attention(capability: int, dt: str, head_dim: int) -> None:
@@ -47,13 +27,13 @@ def compile_attention(capability: int, dt: str, head_dim: int) -> None:
                      BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=block_d, BLOCK_DV=block_dv)
         if not backward:
             sig = dict(ptrs, Out=f"*{dt}", **common, s_ob=i32, s_om=i32, s_od=i32, RESIDUAL=c, **flags)
-            _compile(K._attention_fwd_kernel, sig, dict(const, RESIDUAL=True), *launch)
+            compile_for(K._attention_fwd_kernel, sig, dict(const, RESIDUAL=True), *launch)
             continue
         sig = dict(ptrs, GO=f"*{dt}", DK=f"*{dt}", DV_OUT=f"*{dt}", **common, **grad, s_dkb=i32, s_dkn=i32,
                    s_dkd=i32, s_dvb=i32, s_dvn=i32, s_dvd=i32, KV_SHARED=c, **flags)
-        _compile(K._attention_bwd_kv_kernel, sig, dict(const, KV_SHARED=False), *launch)
+        compile_for(K._attention_bwd_kv_kernel, sig, dict(const, KV_SHARED=False), *launch)
         sig = dict(ptrs, GO=f"*{dt}", DQ=f"*{dt}", **common, **grad, s_dqb=i32, s_dqm=i32, s_dqd=i32, **flags)
-        _compile(K._attention_bwd_q_kernel, sig, const, *launch)
+        compile_for(K._attention_bwd_q_kernel, sig, const, *launch)
 
 
 def compile_fuzzy(capability: int, dt: str, d: int, n: int) -> None:
@@ -65,38 +45,25 @@ def compile_fuzzy(capability: int, dt: str, d: int, n: int) -> None:
                loss_ptr="*fp32", out_ptr="*fp32", counter_ptr="*i32", B="i32", C="i32", D="i32", alpha="fp32",
                logit_scale="fp32", threshold="fp32", smooth="fp32", out_scale="fp32",
                COMPUTE_LOSS=c, REDUCE=c, BLOCK_C=c, BLOCK_D=c, BLOCK_R=c)
-    _compile(K._fuzzy_fwd_kernel, sig, dict(COMPUTE_LOSS=True, REDUCE=True, BLOCK_C=rows, BLOCK_D=block_d,
+    compile_for(K._fuzzy_fwd_kernel, sig, dict(COMPUTE_LOSS=True, REDUCE=True, BLOCK_C=rows, BLOCK_D=block_d,
                                             BLOCK_R=1024), capability, warps, 3)
     sig = dict(e_ptr=f"*{dt}", s_ptr=f"*{dt}", y_ptr="*fp32", tau_ptr="*fp32", stats_ptr="*fp32", g_ptr="*fp32",
                gmu_ptr="*fp32", de_ptr=f"*{dt}", ds_ptr=f"*{dt}", part_ptr="*fp32", counter_ptr="*i32",
                dtau_ptr="*fp32", B="i32", C="i32", D="i32", g_stride="i32", g_scale="fp32", alpha="fp32",
                logit_scale="fp32", threshold="fp32", HAS_LOSS=c, HAS_GMU=c, BLOCK_B=c, BLOCK_D=c, BLOCK_R=c)
-    _compile(K._fuzzy_bwd_kernel, sig, dict(HAS_LOSS=True, HAS_GMU=True, BLOCK_B=rows, BLOCK_D=block_d,
+    compile_for(K._fuzzy_bwd_kernel, sig, dict(HAS_LOSS=True, HAS_GMU=True, BLOCK_B=rows, BLOCK_D=block_d,
                                             BLOCK_R=1024), capability, warps, 3)
-
-
-def _run_child(*argv):
-    pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels run in the backend tests")
 
 
 @NO_GPU
 def test_largest_configs_compile_for_sm90():
-    _run_child()
+    run_child(__file__)
 
 
 @NO_GPU
 @pytest.mark.slow
 def test_every_config_compiles_for_sm80_and_sm90():
-    _run_child("all")
+    run_child(__file__, "all")
 
 
 if __name__ == "__main__":

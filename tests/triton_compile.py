@@ -1,0 +1,47 @@
+"""Compiling Triton kernels for real GPUs (sm_80 / sm_90) on a machine without one.
+
+The interpreter (TRITON_INTERPRET=1) runs a kernel's logic but not the compiler: it accepts
+tl.dot blocks under 16, non-power-of-2 aranges and any amount of shared memory. The
+``test_*_triton_compile.py`` files compile the configurations the launchers pick, in a child
+process (the interpreter patches triton.language process-wide), and check each fits the shared
+memory one block may use on the target.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMEM_LIMIT = {80: 166912, 90: 232448}  # bytes of dynamic shared memory one block may opt in to (A100, H100)
+
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels run in the backend tests")
+
+
+def compile_for(kernel, signature: dict, constexprs: dict, capability: int, num_warps: int = 4,
+                num_stages: int = 3, check_shared_memory: bool = True):
+    """Compile ``kernel`` for ``sm_<capability>``; assert PTX was made and shared memory fits."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32),
+                              options={"num_warps": num_warps, "num_stages": num_stages})
+    assert "ptx" in compiled.asm
+    if check_shared_memory:
+        shared = compiled.metadata.shared
+        assert shared <= SMEM_LIMIT[capability], \
+            f"{kernel.__name__}: {shared} bytes of shared memory on sm_{capability}"
+    return compiled
+
+
+def run_child(script: str, *argv: str) -> None:
+    """Run ``script`` (a test file's ``__main__``) without TRITON_INTERPRET; fail with its output."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.dirname(os.path.abspath(__file__)),
+                                         env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, os.path.abspath(script), *argv], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
