@@ -8,18 +8,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from fact_fast import ops
-from fact_fast.ops import CSRGraph, prepare_graph
+from fact_fast.ops import CSRGraph
 
 __all__ = ["GraphConv", "LabelGCN"]
-
-
-def _check_csr(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int | None = None) -> None:
-    if not isinstance(rowptr, torch.Tensor) or not isinstance(col, torch.Tensor):
-        raise TypeError("rowptr and col must be tensors (CSR: int64 rowptr [n+1], col [nnz])")
-    if rowptr.dim() != 1 or col.dim() != 1:
-        raise ValueError(f"rowptr and col must be 1-D, got {tuple(rowptr.shape)} and {tuple(col.shape)}")
-    if num_nodes is not None and rowptr.numel() != num_nodes + 1:
-        raise ValueError(f"rowptr must have num_nodes + 1 = {num_nodes + 1} entries, got {rowptr.numel()}")
 
 
 class GraphConv(nn.Module):
@@ -40,7 +31,7 @@ class GraphConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(self.in_features, self.out_features))
         self.bias = nn.Parameter(torch.zeros(self.out_features)) if bias else None
         if rowptr is not None or col is not None:
-            _check_csr(rowptr, col)
+            CSRGraph(rowptr, col, value)  # validates the CSR (raises ValueError/TypeError naming the argument)
             self.register_buffer("rowptr", rowptr.to(torch.int64).clone())
             self.register_buffer("col", col.to(torch.int64).clone())
             self.register_buffer("value", None if value is None else value.clone())
@@ -94,14 +85,13 @@ class LabelGCN(nn.Module):
         if label_embeddings.dim() != 2:
             raise ValueError(f"label_embeddings must be [C, D], got {tuple(label_embeddings.shape)}")
         num_classes, in_dim = label_embeddings.shape
-        _check_csr(rowptr, col, num_classes)
         self.negative_slope = float(negative_slope)
         self.register_buffer("label_embeddings", label_embeddings.detach().float().clone())
         self.register_buffer("rowptr", rowptr.to(torch.int64).clone())
         self.register_buffer("col", col.to(torch.int64).clone())
         self.register_buffer("value", None if value is None else value.detach().float().clone())
-        prepare_graph(self.rowptr, self.col, self.value)  # validates the CSR (raises on a malformed graph)
-        self._graph: CSRGraph | None = None
+        # validated once here (raises on a malformed graph); rebuilt unvalidated after a move
+        self._graph: CSRGraph | None = CSRGraph(self.rowptr, self.col, self.value, num_classes)
         self.layer1 = GraphConv(in_dim, hidden_dim)
         self.layer2 = GraphConv(hidden_dim, out_dim)
 

@@ -6,6 +6,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from fact_fast import ops
+from fact_fast.ops.reference.fuzzy import point_set_loss, reduce_loss
 
 __all__ = ["FACTLoss", "fuzzy_loss_from_membership", "LOSSES"]
 
@@ -20,20 +21,8 @@ def fuzzy_loss_from_membership(mu: torch.Tensor, y: torch.Tensor, alpha: float =
     For the gaussian kernel prefer ``ops.fuzzy_loss`` (fused membership + loss); this is the path
     for the other kernels, whose μ comes from ``ops.fuzzy_membership``.
     """
-    f = logit_scale * (mu.float() - threshold)
-    pos = y > 0.5
-    neg_inf = torch.full_like(f, float("-inf"))
-    zero = torch.zeros_like(f[:, :1])
-    point_neg = torch.logsumexp(torch.cat([zero, torch.where(pos, neg_inf, f)], 1), 1)
-    point_pos = torch.logsumexp(torch.cat([zero, torch.where(pos, -f, neg_inf)], 1), 1)
-    yf, m = y.float(), mu.float()
-    jac = ((yf * m).sum(1) + smooth) / ((yf + (1 - yf) * m).sum(1) + smooth)
-    per = point_neg + point_pos + alpha * (1 - jac)
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    return per.sum() / max(per.shape[0], 1)
+    per_sample = point_set_loss(mu.float(), y, alpha, logit_scale, threshold, smooth)
+    return reduce_loss(per_sample, reduction)
 
 
 class FACTLoss(nn.Module):
