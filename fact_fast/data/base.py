@@ -1,8 +1,15 @@
-"""The dataset base class shared by the synthetic and the real-data readers."""
+"""The dataset contract shared by the synthetic set and every real-data reader.
+
+A reader subclasses :class:`MultiLabelDataset`, fills ``class_names``, ``labels`` (float32
+``[N, C]`` with 1 / 0 / NaN = positive / negative / unknown) and ``channels``, and implements
+:meth:`MultiLabelDataset.load_raw`. Decoding, resizing, augmentation and normalisation happen in
+the transform (``fact_fast.data.transforms``), so every reader gets the same image pipeline.
+"""
 from __future__ import annotations
 
 import operator
-from typing import Callable, Optional
+import warnings
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +18,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SPLITS = ("train", "val", "test")
+CHANNELS = ("gray", "rgb")
+
+# What a failed decode raises: OSError covers PIL's UnidentifiedImageError and truncated files,
+# ValueError/EOFError malformed headers; pydicom raises InvalidDicomError (a subclass of Exception
+# with no finer common base), which readers convert to ValueError.
+DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError)
 
 
 def check_split(split: str) -> str:
@@ -19,19 +32,44 @@ def check_split(split: str) -> str:
     return split
 
 
-class MultiLabelDataset(torch.utils.data.Dataset):
-    """A multi-label image dataset.
+def as_label_matrix(labels, num_classes: int, where: str) -> np.ndarray:
+    """Validate a label table and return it as float32 ``[N, C]`` with values in {0, 1, NaN}.
 
-    Subclasses set ``name``, ``split``, ``class_names``, ``labels`` (uint8 [N, C] of 0/1) and
-    implement :meth:`load_image` returning a float32 tensor [3, H, W], already normalized.
-    ``__getitem__`` returns ``(image, target)`` with target float32 [C]; an optional
-    ``transform`` (tensor -> tensor) is applied to the normalized image.
+    ``where`` names the file or argument in the error message.
+    """
+    arr = np.asarray(labels, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != num_classes:
+        raise ValueError(f"{where}: labels must be [N, {num_classes}], got shape {list(arr.shape)}")
+    bad = ~(np.isnan(arr) | (arr == 0) | (arr == 1))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{where}: label values must be 0, 1 or NaN (unknown); row {r}, column {c} is {arr[r, c]!r}")
+    return arr
+
+
+class MultiLabelDataset(torch.utils.data.Dataset):
+    """A multi-label image dataset (see ``docs/architecture.md``).
+
+    Subclasses set ``name``, ``split``, ``class_names``, ``labels`` (float32 [N, C], NaN =
+    unknown), ``channels`` ("gray" or "rgb") and implement :meth:`load_raw`. ``mean`` / ``std``
+    are the per-channel normalisation constants (ImageNet by default; a dataset with its own
+    statistics overrides them).
+
+    ``__getitem__(i)`` returns ``(image float32 [3, S, S], target float32 [C])`` after
+    ``transform`` (uint8 array -> normalised tensor; see :mod:`fact_fast.data.transforms`), or
+    ``None`` when the image cannot be decoded (a warning names the file; the collate function
+    drops it from the batch).
     """
 
     name: str = "dataset"
     split: str = "train"
     class_names: list
     labels: np.ndarray
+    channels: str = "gray"
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+    patient_ids: Optional[Sequence[str]] = None
+    study_ids: Optional[Sequence[str]] = None
 
     transform: Optional[Callable] = None
 
@@ -43,16 +81,36 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         return len(self.class_names)
 
     @property
-    def label_prevalence(self) -> np.ndarray:
-        """Observed fraction of positives per class in this split (float64 [C])."""
-        if len(self) == 0:
-            return np.zeros(self.num_classes)
-        return self.labels.mean(axis=0, dtype=np.float64)
+    def skipped(self) -> list:
+        """``(path, reason)`` of the samples dropped because their file is missing or unreadable."""
+        return self.__dict__.setdefault("_skipped", [])
 
-    def load_image(self, i: int) -> torch.Tensor:  # pragma: no cover - abstract
+    @property
+    def label_prevalence(self) -> np.ndarray:
+        """Fraction of positives among the known labels of each class (float64 [C]; NaN when a
+        class has no known label)."""
+        if len(self) == 0:
+            return np.full(self.num_classes, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN, intended
+            return np.nanmean(self.labels.astype(np.float64), axis=0)
+
+    def describe(self, i: int) -> str:
+        """Where sample ``i`` comes from (a file path for file readers), for error messages."""
+        paths = getattr(self, "paths", None)
+        return str(paths[i]) if paths is not None else f"{self.name} {self.split} sample {i}"
+
+    def load_raw(self, i: int) -> np.ndarray:  # pragma: no cover - abstract
+        """Sample ``i`` as uint8 ``[H, W]`` (gray) or ``[H, W, 3]`` (rgb). Raises one of
+        :data:`DECODE_ERRORS` (or FileNotFoundError) when the file cannot be read."""
         raise NotImplementedError
 
-    def __getitem__(self, i):
+    def raw_image(self, i: int) -> np.ndarray:
+        """``load_raw`` through the on-disk cache when one is attached."""
+        cache = self.__dict__.get("_image_cache")
+        return cache[i] if cache is not None else self.load_raw(i)
+
+    def _index(self, i) -> int:
         n = len(self)
         try:
             i = operator.index(i)
@@ -62,20 +120,110 @@ class MultiLabelDataset(torch.utils.data.Dataset):
             i += n
         if not 0 <= i < n:
             raise IndexError(f"index {i} out of range for {self.name} {self.split} of size {n}")
-        img = self.load_image(i)
-        if self.transform is not None:
-            img = self.transform(img)
-        target = torch.from_numpy(self.labels[i].astype(np.float32))
+        return i
+
+    def __getitem__(self, i):
+        i = self._index(i)
+        try:
+            raw = self.raw_image(i)
+        except DECODE_ERRORS as exc:
+            warnings.warn(f"{self.name}: skipping unreadable image {self.describe(i)} "
+                          f"({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2)
+            return None
+        img = self.transform(raw) if self.transform is not None else to_normalized_tensor(raw, self.mean, self.std)
+        target = torch.from_numpy(np.asarray(self.labels[i], dtype=np.float32))
         return img, target
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, "
-                f"n={len(self)}, classes={self.num_classes})")
+                f"n={len(self)}, classes={self.num_classes}, channels={self.channels!r})")
 
 
-def gray_to_normalized_tensor(gray: np.ndarray) -> torch.Tensor:
-    """float32 grayscale [H, W] in [0, 1] -> ImageNet-normalized float32 tensor [3, H, W]."""
-    g = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
-    return (g.unsqueeze(0).expand(3, -1, -1) - mean) / std
+def to_uint8_chw(raw: np.ndarray) -> torch.Tensor:
+    """uint8 ``[H, W]`` or ``[H, W, 3]`` -> uint8 tensor ``[3, H, W]`` (gray replicated)."""
+    arr = np.asarray(raw)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"raw image must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        t = torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
+        return t.expand(3, -1, -1)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+    raise ValueError(f"raw image must be [H, W] or [H, W, 3], got shape {list(arr.shape)}")
+
+
+def to_normalized_tensor(raw: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 image -> float32 ``[3, H, W]`` scaled to [0, 1] and normalised per channel."""
+    x = to_uint8_chw(raw).to(torch.float32).div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (x - m) / s
+
+
+class MultiViewDataset(torch.utils.data.Dataset):
+    """Groups the images of a per-image dataset by an id (a patient's two eyes, a study's views).
+
+    ``__getitem__(g) -> (images float32 [V, 3, S, S], target float32 [C])`` with the views in
+    dataset order (at most ``max_views``; unreadable views dropped; ``None`` if none is left).
+    The group's target is the element-wise max over its views' known labels (NaN where no view
+    knows the label), so study-level labels repeated on every image come back unchanged.
+    """
+
+    def __init__(self, base: MultiLabelDataset, group_ids: Sequence, max_views: int | None = None):
+        if len(group_ids) != len(base):
+            raise ValueError(f"group_ids: {len(group_ids)} ids for {len(base)} images of {base.name} {base.split}")
+        if max_views is not None and int(max_views) < 1:
+            raise ValueError(f"max_views must be >= 1, got {max_views}")
+        self.base = base
+        self.max_views = None if max_views is None else int(max_views)
+        order: dict = {}
+        for i, g in enumerate(group_ids):
+            order.setdefault(g, []).append(i)
+        self.group_ids = list(order)
+        self.members = [m if self.max_views is None else m[:self.max_views] for m in order.values()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> NaN, intended
+            self.labels = np.stack([np.nanmax(base.labels[m], axis=0) for m in self.members]).astype(
+                np.float32) if self.members else np.zeros((0, base.num_classes), np.float32)
+
+    # the attributes the engine reads, taken from the per-image dataset
+    name = property(lambda self: self.base.name)
+    split = property(lambda self: self.base.split)
+    class_names = property(lambda self: self.base.class_names)
+    channels = property(lambda self: self.base.channels)
+    num_classes = property(lambda self: self.base.num_classes)
+    skipped = property(lambda self: self.base.skipped)
+    label_prevalence = MultiLabelDataset.label_prevalence
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __getitem__(self, g):
+        g = MultiLabelDataset._index(self, g)
+        views = [v for v in (self.base[i] for i in self.members[g]) if v is not None]
+        if not views:
+            return None
+        return torch.stack([img for img, _ in views]), torch.from_numpy(self.labels[g])
+
+
+def collate(batch):
+    """DataLoader collate for both item kinds; drops ``None`` (unreadable) items.
+
+    Single-view items give ``(images [B, 3, S, S], targets [B, C])``; multi-view items give
+    ``(images [B, V, 3, S, S], targets [B, C], view_mask bool [B, V])`` with missing views zero.
+    An all-unreadable batch gives ``None`` (the engine skips it).
+    """
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    images = [b[0] for b in batch]
+    targets = torch.stack([b[1] for b in batch])
+    if images[0].dim() == 3:
+        return torch.stack(images), targets
+    v_max = max(x.shape[0] for x in images)
+    out = images[0].new_zeros((len(images), v_max) + tuple(images[0].shape[1:]))
+    mask = torch.zeros(len(images), v_max, dtype=torch.bool)
+    for k, x in enumerate(images):
+        out[k, :x.shape[0]] = x
+        mask[k, :x.shape[0]] = True
+    return out, targets, mask

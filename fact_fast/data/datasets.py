@@ -27,43 +27,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import MultiLabelDataset, SPLITS, check_split, gray_to_normalized_tensor
+from .base import MultiLabelDataset, SPLITS, check_split
 from .label_sets import NIH_CLASS_NAMES
 from .synthetic import SyntheticComorbidity
 
 __all__ = ["DATASETS", "build_dataset", "CSVImageDataset", "ChestMNIST", "NIHChestXray14",
-           "load_image_file", "register_dataset"]
+           "read_image_file", "register_dataset"]
 
 
-def load_image_file(path: str, image_size: int) -> np.ndarray:
-    """Read an image file -> grayscale float32 [image_size, image_size] in [0, 1]."""
+def read_image_file(path: str, channels: str = "gray") -> np.ndarray:
+    """Decode an image file at its own size -> uint8 ``[H, W]`` (gray) or ``[H, W, 3]`` (rgb).
+
+    16-bit and 32-bit images keep their contrast: they are scaled by their own maximum
+    (the actual bit depth in use), not by 65535.
+    """
     from PIL import Image
 
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = np.asarray(im, dtype=np.float32)
-            hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-            im2 = Image.fromarray(np.clip(arr / hi, 0, 1).astype(np.float32), mode="F")
-            im2 = im2.resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(im2, dtype=np.float32)
-        im = im.convert("L")
-        if im.size != (image_size, image_size):
-            im = im.resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.float32) / 255.0
+            hi = float(arr.max()) if arr.size else 1.0
+            gray = np.clip(np.rint(arr * (255.0 / max(hi, 1.0))), 0, 255).astype(np.uint8)
+            return gray if channels == "gray" else np.repeat(gray[:, :, None], 3, axis=2)
+        return np.asarray(im.convert("L" if channels == "gray" else "RGB"), dtype=np.uint8)
 
 
-def _resize_array(img: np.ndarray, image_size: int) -> np.ndarray:
-    """uint8/float grayscale [H, W] (or [H, W, 3]) -> float32 [S, S] in [0, 1]."""
-    from PIL import Image
-
+def _array_to_uint8(img: np.ndarray) -> np.ndarray:
+    """uint8/float grayscale [H, W] (or [H, W, 3]) -> uint8 [H, W]."""
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr.mean(axis=-1)
-    scale = 255.0 if arr.dtype == np.uint8 or arr.max() > 1.0 else 1.0
-    f = arr.astype(np.float32) / scale
-    if f.shape != (image_size, image_size):
-        f = np.asarray(Image.fromarray(f, mode="F").resize((image_size, image_size), Image.BILINEAR))
-    return np.clip(f, 0.0, 1.0).astype(np.float32)
+    if arr.dtype == np.uint8:
+        return arr
+    scale = 255.0 if arr.max() <= 1.0 else 1.0
+    return np.clip(np.rint(arr.astype(np.float32) * scale), 0, 255).astype(np.uint8)
 
 
 def _split_indices(n: int, seed: int, val_fraction: float, test_fraction: float) -> dict:
@@ -80,11 +77,11 @@ class _FileImageDataset(MultiLabelDataset):
     paths: list
     image_size: int
 
-    def load_image(self, i: int) -> torch.Tensor:
+    def load_raw(self, i: int) -> np.ndarray:
         p = self.paths[i]
         if not os.path.isfile(p):
             raise FileNotFoundError(f"{self.name}: image file not found: {p}")
-        return gray_to_normalized_tensor(load_image_file(p, self.image_size))
+        return read_image_file(p, self.channels)
 
 
 class CSVImageDataset(_FileImageDataset):
@@ -158,7 +155,7 @@ class CSVImageDataset(_FileImageDataset):
         self.transform = transform
         self.class_names = list(label_cols)
         self.paths = [paths[k] for k in idx]
-        self.labels = labels[idx].astype(np.uint8).reshape(-1, len(label_cols))
+        self.labels = labels[idx].astype(np.float32).reshape(-1, len(label_cols))
 
 
 def _csv_reader(f):
@@ -193,7 +190,7 @@ class ChestMNIST(MultiLabelDataset):
         self.image_size = int(image_size)
         self.transform = transform
         self.class_names = list(NIH_CLASS_NAMES)
-        self.labels = (labels > 0).astype(np.uint8)
+        self.labels = (labels > 0).astype(np.float32)
 
     @staticmethod
     def _find(root, npz, image_size):
@@ -222,8 +219,8 @@ class ChestMNIST(MultiLabelDataset):
         bigger = sorted(s for s in found if s >= image_size)
         return found[bigger[0] if bigger else max(found)]
 
-    def load_image(self, i: int) -> torch.Tensor:
-        return gray_to_normalized_tensor(_resize_array(self._images[i], self.image_size))
+    def load_raw(self, i: int) -> np.ndarray:
+        return _array_to_uint8(self._images[i])
 
 
 class NIHChestXray14(_FileImageDataset):
@@ -269,7 +266,7 @@ class NIHChestXray14(_FileImageDataset):
             val_patients = {patients[k] for k in perm[:n_val]}
             wanted = [w for w in wanted if (table[w][1] in val_patients) == (split == "val")]
         index = {name: k for k, name in enumerate(NIH_CLASS_NAMES)}
-        labels = np.zeros((len(wanted), len(NIH_CLASS_NAMES)), dtype=np.uint8)
+        labels = np.zeros((len(wanted), len(NIH_CLASS_NAMES)), dtype=np.float32)
         for r, w in enumerate(wanted):
             for finding in table[w][0].split("|"):
                 finding = finding.strip()
@@ -337,10 +334,23 @@ def register_dataset(name: str, builder) -> None:
 
 
 def build_dataset(name: str = "synthetic", split: str = "train", *, root: str | None = None,
-                  image_size: int = 64, seed: int = 0, **kwargs) -> MultiLabelDataset:
-    """Build a dataset from the :data:`DATASETS` registry."""
+                  image_size: int = 64, seed: int = 0, train: bool | None = None,
+                  pipeline: dict | None = None, **kwargs) -> MultiLabelDataset:
+    """Build a dataset from the :data:`DATASETS` registry with its image pipeline attached.
+
+    ``train`` (default: ``split == "train"``) picks the augmenting transform; ``pipeline``
+    holds :class:`~fact_fast.data.transforms.ImagePipeline` overrides (crop, flip, resize...);
+    channels and normalisation come from the dataset unless given there.
+    """
+    from .transforms import ImagePipeline
+
     if name not in DATASETS:
         raise ValueError(f"name: unknown dataset {name!r}; valid values: {sorted(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"split: unknown split {split!r}; valid values: {list(SPLITS)}")
-    return DATASETS[name](split, root=root, image_size=image_size, seed=seed, **kwargs)
+    ds = DATASETS[name](split, root=root, image_size=image_size, seed=seed, **kwargs)
+    settings = {"image_size": image_size, "channels": ds.channels, "mean": ds.mean, "std": ds.std}
+    settings.update(pipeline or {})
+    ds.pipeline = ImagePipeline(**settings)
+    ds.transform = ds.pipeline.build(train=split == "train" if train is None else bool(train))
+    return ds

@@ -70,8 +70,8 @@ SYNTHETIC_GRAPH_EDGES = (
 )
 
 # normalization constants of the rendered uint8 images (measured on the default train split)
-_PIXEL_MEAN = 108.0
-_PIXEL_STD = 39.0
+_PIXEL_MEAN = 108.0 / 255.0
+_PIXEL_STD = 39.0 / 255.0
 
 
 def default_prevalence(num_classes: int, top: float = 0.45, bottom: float = 0.03) -> np.ndarray:
@@ -259,6 +259,9 @@ class SyntheticComorbidity(MultiLabelDataset):
     """
 
     class_names = list(SYNTHETIC_CLASS_NAMES)
+    channels = "gray"
+    mean = (_PIXEL_MEAN,) * 3
+    std = (_PIXEL_STD,) * 3
 
     def __init__(self, split: str = "train", *, image_size: int = 64, seed: int = 0,
                  num_samples: int | None = None, num_classes: int = 12, prevalence=None,
@@ -300,7 +303,7 @@ class SyntheticComorbidity(MultiLabelDataset):
             self.normal_prob + (1 - self.normal_prob) * np.prod(1 - self.root_prob))
         # disjoint global sample ids per split (and the per-sample seeds)
         self.sample_ids = SPLIT_CODES[split] * 1_000_000_000 + np.arange(self.num_samples, dtype=np.int64)
-        self.labels = self._sample_labels()
+        self.labels = self._sample_labels().astype(np.float32)
         self._images = None  # uint8 [N, S, S], rendered on first access
 
     # -- labels ---------------------------------------------------------------------------
@@ -343,19 +346,15 @@ class SyntheticComorbidity(MultiLabelDataset):
     def _to_uint8(img):
         return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
-    def load_image(self, i: int) -> torch.Tensor:
+    def load_raw(self, i: int) -> np.ndarray:
         if self._images is None and torch.utils.data.get_worker_info() is not None:
             # inside a DataLoader worker with nothing rendered yet: render only the samples
             # this worker is asked for (cached per worker) instead of the whole dataset
             cache = self.__dict__.setdefault("_worker_cache", {})
             if i not in cache:
                 cache[i] = self.render_one(i)
-            arr = cache[i]
-        else:
-            arr = self.render_all()[i]
-        g = torch.from_numpy(arr.astype(np.float32))
-        g = (g - _PIXEL_MEAN) / _PIXEL_STD
-        return g.unsqueeze(0).expand(3, -1, -1).contiguous()
+            return cache[i]
+        return self.render_all()[i]
 
     @property
     def images(self) -> np.ndarray:
