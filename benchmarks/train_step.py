@@ -21,7 +21,7 @@ from benchmarks.harness import time_fn
 from benchmarks.run import environment
 from fact_fast import ops
 from fact_fast.data import label_graph
-from fact_fast.models import create_model
+from fact_fast.models import TaskInfo, create_model
 
 
 def build(args, device):
@@ -30,7 +30,8 @@ def build(args, device):
     labels = (torch.rand(512, c, generator=g) < 0.15).to(torch.uint8).numpy()
     rowptr, col = label_graph(labels, threshold=0.4)
     emb = torch.randn(c, 384, generator=g)
-    model = create_model(args.model, c, emb, torch.as_tensor(rowptr), torch.as_tensor(col)).to(device)
+    task = TaskInfo([f"class{i}" for i in range(c)], emb, {"rowptr": rowptr, "col": col})
+    model = create_model(args.model, task).to(device)
     stride = model.backbone.reduction if hasattr(model.backbone, "reduction") else 32
     if args.head_only:
         channels = model.backbone.out_channels
@@ -42,7 +43,7 @@ def build(args, device):
     y = (torch.rand(args.batch_size, c, generator=g) < 0.15).float().to(device)
     model.train()
     model.initialize(x)
-    loss_fn = model.build_loss()
+    loss_fn = model.loss
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     return model, loss_fn, opt, x, y
 

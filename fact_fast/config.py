@@ -39,43 +39,65 @@ class TrainConfig:
     image_size: int = _opt(64, "input image side in pixels")
     dataset_kwargs: dict = _opt({}, "extra dataset keyword arguments, e.g. --dataset-kwargs num_samples=200 "
                                     "(repeatable KEY=VALUE; in a config file: a mapping)", metavar="KEY=VALUE")
+    resize: int | None = _opt(None, "eval: resize to this side, then centre-crop --image-size (default: no crop)")
+    crop: str | None = _opt(None, "train-time crop (default: the dataset's)", choices=("none", "random_resized", "random"))
+    hflip: float | None = _opt(None, "train-time horizontal-flip probability")
+    rotate: float | None = _opt(None, "train-time random rotation, degrees")
+    translate: float | None = _opt(None, "train-time random translation, fraction of the side")
+    cache_dir: str | None = _opt(None, "on-disk cache of decoded, resized images (built once per split)", metavar="DIR")
+    graph: str = _opt("threshold", "label-graph construction from the train labels")
     graph_threshold: float = _opt(0.4, "label-graph binarization threshold t on P(j|i) (ML-GCN)")
     label_embeddings: str | None = _opt(None, "path to a .npy [C, D] of label text embeddings "
                                               "(default: the shipped embeddings of the dataset)", metavar="NPY")
+    groups: str | None = _opt(None, "JSON file mapping class name -> head/medium/tail (default: from train "
+                                    "prevalence, head > 10 %%, tail < 1 %%)", metavar="JSON")
     # -- model -------------------------------------------------------------------------------
-    model: str = _opt("fact_tiny", "named model configuration (fact_fast.models.list_models())")
+    model: str = _opt("fact_tiny", "registered model (python -m fact_fast.train --list-models)")
+    model_kwargs: dict = _opt({}, "model configuration overrides, e.g. --model-kwargs dim=128 "
+                                  "(repeatable KEY=VALUE; any field of the model's config)", metavar="KEY=VALUE")
+    stage: str | None = _opt(None, "run only this training stage of a multi-stage model (default: all)")
     backbone: str | None = _opt(None, "override the timm backbone name")
-    pretrained: bool = _opt(False, "load ImageNet weights for the backbone (must be available locally)")
-    out_index: int | None = _opt(None, "override which backbone stage feeds the projection (-1: last)")
-    dim: int | None = _opt(None, "override the width d")
-    codebook_size: int | None = _opt(None, "override the codebook size K")
-    gcn_hidden: int | None = _opt(None, "override the GCN hidden width")
-    vq_restart_every: int | None = _opt(None, "override: re-seed dead codebook entries every N steps (0: off)")
-    vq: bool = _opt(True, "use the atomic visual space (VQ); --no-vq ablates it (V = Z)")
-    gcn: bool = _opt(True, "use the comorbidity GCN anchors; --no-gcn uses free learned anchors")
-    membership: str = _opt("gaussian", "fuzzy membership kernel",
-                           choices=("gaussian", "linear", "cosine", "laplacian", "polynomial"))
-    loss: str = _opt("fuzzy", "objective: FACT fuzzy loss or the BCE ablation", choices=("fuzzy", "bce"))
-    interface_bias: str | None = _opt(None, "semantic interface attention bias", choices=("zero", "neg_log_m"))
-    alpha: float | None = _opt(None, "override α (weight of the set loss)")
-    beta: float | None = _opt(None, "override β (encoder commitment weight)")
-    gamma: float | None = _opt(None, "override γ (weight of the commitment loss)")
-    logit_scale: float | None = _opt(None, "override λ (logit scale of the point loss)")
-    threshold: float | None = _opt(None, "override δ (decision threshold on μ)")
+    pretrained: bool | None = _opt(None, "load ImageNet weights for the backbone from the local timm/HF cache "
+                                         "or --pretrained-file (never downloaded by fact_fast)")
+    pretrained_file: str | None = _opt(None, "backbone weights file (.safetensors/.pth) for --pretrained", metavar="FILE")
+    out_index: int | None = _opt(None, "FACT: which backbone stage feeds the projection (-1: last)")
+    dim: int | None = _opt(None, "FACT: the width d")
+    codebook_size: int | None = _opt(None, "FACT: the codebook size K")
+    gcn_hidden: int | None = _opt(None, "FACT: the GCN hidden width")
+    vq_restart_every: int | None = _opt(None, "FACT: re-seed dead codebook entries every N steps (0: off)")
+    vq: bool | None = _opt(None, "FACT: use the atomic visual space (VQ); --no-vq ablates it (V = Z)")
+    gcn: bool | None = _opt(None, "FACT: use the comorbidity GCN anchors; --no-gcn uses free learned anchors")
+    membership: str | None = _opt(None, "FACT: fuzzy membership kernel",
+                                  choices=("gaussian", "linear", "cosine", "laplacian", "polynomial"))
+    loss: str | None = _opt(None, "FACT: objective, the fuzzy loss or the BCE ablation", choices=("fuzzy", "bce"))
+    interface_bias: str | None = _opt(None, "FACT: semantic interface attention bias", choices=("zero", "neg_log_m"))
+    alpha: float | None = _opt(None, "FACT: α (weight of the set loss)")
+    beta: float | None = _opt(None, "FACT: β (encoder commitment weight)")
+    gamma: float | None = _opt(None, "FACT: γ (weight of the commitment loss)")
+    logit_scale: float | None = _opt(None, "FACT: λ (logit scale of the point loss)")
+    threshold: float | None = _opt(None, "FACT: δ (decision threshold on μ)")
+    codebook_lr_scale: float | None = _opt(None, "FACT: learning-rate multiplier of the VQ codebook")
+    tau_lr_scale: float | None = _opt(None, "FACT: learning-rate multiplier of log τ")
     # -- optimisation --------------------------------------------------------------------------
-    epochs: int = _opt(20, "number of training epochs")
+    epochs: int = _opt(20, "number of training epochs (per stage, unless the stage sets its own)")
     batch_size: int = _opt(64, "batch size per process")
     eval_batch_size: int | None = _opt(None, "evaluation batch size (default: 2 × batch size)")
-    lr: float = _opt(2e-3, "peak learning rate (AdamW)")
-    codebook_lr_scale: float = _opt(10.0, "learning-rate multiplier for the VQ codebook (it only learns through "
-                                          "the commitment loss and must keep up with the encoder)")
-    weight_decay: float = _opt(1e-4, "AdamW weight decay (not applied to biases, norms, codebook, τ)")
+    optimizer: str = _opt("adamw", "optimizer", choices=("adamw", "adam", "sgd"))
+    lr: float = _opt(2e-3, "peak learning rate of the head")
+    backbone_lr_scale: float = _opt(1.0, "learning-rate multiplier of the backbone (e.g. 0.1 when fine-tuning)")
+    weight_decay: float = _opt(1e-4, "weight decay (not applied to biases, norms and model-specific parameters)")
     warmup_epochs: float = _opt(1.0, "linear warm-up length in epochs, then cosine decay")
     min_lr_ratio: float = _opt(0.01, "final learning rate as a fraction of --lr")
     grad_clip: float | None = _opt(5.0, "clip the gradient norm to this value (none: off)")
-    max_steps: int | None = _opt(None, "stop after this many optimizer steps in total (smoke tests; the LR schedule still spans --epochs)")
+    max_steps: int | None = _opt(None, "stop after this many optimizer steps per stage (smoke tests; the LR schedule still spans --epochs)")
+    sampler: str = _opt("random", "training sampler", choices=("random", "class_aware"))
+    ema_decay: float | None = _opt(None, "keep an EMA of the weights (timm ModelEmaV3) with this decay and "
+                                         "validate/test it (e.g. 0.9998)")
     amp: bool = _opt(False, "mixed precision: bf16 autocast (CUDA; on CPU also bf16, usually slower)")
+    channels_last: bool = _opt(False, "channels-last memory format for the backbone (faster convs on GPU)")
+    select_metric: str = _opt("mAP", "validation metric that picks best.pt", choices=("mAP", "macro_auc", "paper_avg"))
     seed: int = _opt(0, "random seed (model init, data order, synthetic data)")
+    seeds: str | None = _opt(None, "train once per seed, e.g. 0,1,2 (runs in OUT/seed<k>) and summarise mean ± std")
     # -- runtime -------------------------------------------------------------------------------
     device: str = _opt("auto", "device", choices=("auto", "cpu", "cuda"))
     backend: str = _opt("auto", "fact_fast.ops backend", choices=BACKEND_CHOICES)
@@ -94,15 +116,26 @@ class TrainConfig:
         return asdict(self)
 
 
+# TrainConfig field -> model config field, for the model options that have their own flag.
+# Only options set explicitly (flag or config file) are passed, so a model never receives an
+# option it does not have unless the user asked for it (then it raises naming the option).
+MODEL_OPTION_FIELDS = {"backbone": "backbone", "pretrained": "pretrained", "pretrained_file": "pretrained_file",
+                       "out_index": "out_index", "dim": "dim", "codebook_size": "codebook_size",
+                       "gcn_hidden": "gcn_hidden", "vq_restart_every": "vq_restart_every", "vq": "use_vq",
+                       "gcn": "use_gcn", "membership": "membership", "loss": "loss",
+                       "interface_bias": "interface_bias", "alpha": "alpha", "beta": "beta", "gamma": "gamma",
+                       "logit_scale": "logit_scale", "threshold": "threshold",
+                       "codebook_lr_scale": "codebook_lr_scale", "tau_lr_scale": "tau_lr_scale"}
+
+
 def model_overrides(cfg: TrainConfig) -> dict:
-    """FACTConfig overrides implied by a TrainConfig (None = keep the named model's value)."""
-    out: dict[str, Any] = {"use_vq": cfg.vq, "use_gcn": cfg.gcn, "membership": cfg.membership,
-                           "loss": cfg.loss, "pretrained": cfg.pretrained}
-    for k in ("backbone", "out_index", "dim", "codebook_size", "gcn_hidden", "interface_bias", "alpha", "beta", "gamma", "vq_restart_every",
-              "logit_scale", "threshold"):
-        v = getattr(cfg, k)
+    """Model-config overrides of a TrainConfig: the model flags that are set, then --model-kwargs."""
+    out: dict[str, Any] = {}
+    for flag, name in MODEL_OPTION_FIELDS.items():
+        v = getattr(cfg, flag)
         if v is not None:
-            out[k] = v
+            out[name] = v
+    out.update(dict(cfg.model_kwargs or {}))
     return out
 
 
@@ -156,7 +189,8 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
         kw: dict[str, Any] = {"dest": f.name, "help": md.get("help", ""), "default": argparse.SUPPRESS}
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
-            kw["help"] += f" (default: {default})"
+            kw["help"] += " (default: the model's)" if default is None and f.name in MODEL_OPTION_FIELDS \
+                else f" (default: {default})"
         elif tp is dict:
             kw.update(action="append", type=_parse_kv, metavar=md.get("metavar", "KEY=VALUE"))
         else:
@@ -165,7 +199,8 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
                 kw["choices"] = md["choices"]
             if "metavar" in md:
                 kw["metavar"] = md["metavar"]
-            kw["help"] += f" (default: {default})"
+            kw["help"] += " (default: the model's)" if default is None and f.name in MODEL_OPTION_FIELDS \
+                else f" (default: {default})"
         p.add_argument(flag, **kw)
     return p
 
@@ -219,9 +254,10 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, set[st
             values.update(load_config_file(ns.pop("config")))
         except (OSError, ValueError) as exc:
             parser.error(str(exc))
-    if "dataset_kwargs" in ns:
-        base = dict(values.get("dataset_kwargs") or {})
-        base.update(dict(ns.pop("dataset_kwargs")))
-        values["dataset_kwargs"] = base
+    for key in ("dataset_kwargs", "model_kwargs"):
+        if key in ns:
+            base = dict(values.get(key) or {})
+            base.update(dict(ns.pop(key)))
+            values[key] = base
     values.update(ns)
     return TrainConfig(**values), set(values)

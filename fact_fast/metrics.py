@@ -186,3 +186,42 @@ def format_metrics_table(metrics: dict) -> str:
             lines.append(name.ljust(w) + str(grp.get(name, "")).rjust(8) + _fmt(prev.get(name), 8)
                          + _fmt(ap[name], 8) + _fmt(auc.get(name), 8))
     return "\n".join(lines)
+
+
+def choose_thresholds(scores, targets, method: str = "f1", default: float = 0.5) -> np.ndarray:
+    """Per-class decision thresholds chosen on validation data (float64 [C]): ``"f1"`` maximises
+    the class's F1, ``"youden"`` its sensitivity + specificity − 1; classes without positives (or
+    negatives) keep ``default``. Unknown (NaN) targets are ignored."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if method not in ("f1", "youden"):
+        raise ValueError(f"method must be 'f1' or 'youden', got {method!r}")
+    s = _to_numpy(scores, "scores")
+    t = _to_numpy(targets, "targets")
+    out = np.full(s.shape[1], float(default))
+    for c in range(s.shape[1]):
+        known = ~np.isnan(t[:, c])
+        y, x = t[known, c].astype(np.int64), s[known, c]
+        if y.size == 0 or y.min() == y.max():
+            continue
+        if method == "f1":
+            p, r, th = precision_recall_curve(y, x)
+            f1 = np.where(p[:-1] + r[:-1] > 0, 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12), 0.0)
+            out[c] = th[int(np.argmax(f1))]
+        else:
+            fpr, tpr, th = roc_curve(y, x)
+            k = int(np.argmax(tpr - fpr))
+            out[c] = min(th[k], 1.0)
+    return out
+
+
+def mean_std_over_seeds(runs: list) -> dict:
+    """Mean and std (ddof 0) of every scalar metric shared by ``runs``: ``{key: {"mean", "std", "n"}}``."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {}
+    for k in keys:
+        vals = [r.get(k) for r in runs]
+        vals = [float(v) for v in vals if isinstance(v, (int, float)) and v is not None]
+        if vals:
+            out[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
+    return out

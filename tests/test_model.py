@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from fact_fast import ops
-from fact_fast.models import FACT, FACTConfig, FACTOutput, create_model, get_model_config, list_models
+from fact_fast.models import (FACT, FACTConfig, ModelOutput, TaskInfo, create_model, get_model_config, list_models,
+                              model_from_spec, model_spec)
 from fact_fast.nn import FuzzyMembership, LabelGCN, SemanticInterface, VectorQuantizer
 
 C = 5
@@ -18,11 +19,14 @@ def ring_graph(n):
     return rowptr, col
 
 
+def ring_task(n, emb_dim=24):
+    rowptr, col = ring_graph(n)
+    return TaskInfo([f"c{i}" for i in range(n)], torch.randn(n, emb_dim), {"rowptr": rowptr, "col": col})
+
+
 def tiny(**over):
     torch.manual_seed(0)
-    rowptr, col = ring_graph(C)
-    s0 = torch.randn(C, 24)
-    return create_model("fact_test", C, s0, rowptr, col, **over)
+    return create_model("fact_test", ring_task(C), **over)
 
 
 def batch(B=3, size=64):
@@ -36,8 +40,8 @@ def test_registry():
     assert {"fact_resnet50", "fact_tiny", "fact_test"} <= set(list_models())
     assert get_model_config("fact_resnet50") == FACTConfig()
     with pytest.raises(ValueError, match="unknown model"):
-        create_model("nope", C)
-    with pytest.raises(TypeError, match="unknown options"):
+        create_model("nope", ring_task(C))
+    with pytest.raises(ValueError, match="not_an_option"):
         tiny(not_an_option=1)
     with pytest.raises(ValueError, match="membership"):
         tiny(membership="rbf")
@@ -47,14 +51,15 @@ def test_forward_backward_shapes():
     model = tiny()
     x, y = batch()
     out = model(x)
-    assert isinstance(out, FACTOutput)
+    assert isinstance(out, ModelOutput)
     d = model.config.dim
     M = (64 // 32) ** 2
-    assert out.mu.shape == (3, C) and out.embeddings.shape == (3, C, d) and out.anchors.shape == (C, d)
-    assert out.codes.shape == (3, M) and out.codes.dtype == torch.int64
-    assert out.commit_loss.dim() == 0 and out.tau.dim() == 0
-    assert ((out.mu >= 0) & (out.mu <= 1)).all()
-    losses = model.build_loss()(out, y)
+    ex = out.extras
+    assert out.scores.shape == (3, C) and ex["embeddings"].shape == (3, C, d) and ex["anchors"].shape == (C, d)
+    assert ex["codes"].shape == (3, M) and ex["codes"].dtype == torch.int64 and ex["feature_hw"] == (2, 2)
+    assert ex["commit_loss"].dim() == 0 and ex["tau"].dim() == 0
+    assert ((out.scores >= 0) & (out.scores <= 1)).all()
+    losses = model.loss(out, y)
     losses["total"].backward()
     named = dict(model.named_parameters())
     for name in ("backbone.body.conv1.0.weight", "proj.weight", "vq.codebook", "interface.queries",
@@ -71,12 +76,12 @@ def test_ablation_switches_run(over):
     model = tiny(**over)
     x, y = batch()
     out = model(x)
-    losses = model.build_loss()(out, y)
+    losses = model.loss(out, y)
     assert torch.isfinite(losses["total"])
     losses["total"].backward()
     assert model.proj.weight.grad is not None and torch.isfinite(model.proj.weight.grad).all()
     if over.get("use_vq") is False:
-        assert model.vq is None and out.codes is None and float(out.commit_loss) == 0.0
+        assert model.vq is None and out.extras["codes"] is None and float(out.extras["commit_loss"]) == 0.0
     if over.get("use_gcn") is False:
         assert model.gcn is None and model.free_anchors.grad is not None
         assert not any(k.startswith("gcn.") for k in model.state_dict())
@@ -136,14 +141,14 @@ def test_tau_initialised_from_first_batch_median():
     model.train()
     assert not bool(model.membership.tau_initialized)
     out = model(x)
-    d2 = (out.embeddings - out.anchors).pow(2).sum(-1).detach()
-    assert float(out.tau.detach()) == pytest.approx(float(d2.median()) / math.log(2), rel=1e-5)
+    d2 = (out.extras["embeddings"] - out.extras["anchors"]).pow(2).sum(-1).detach()
+    assert float(out.extras["tau"].detach()) == pytest.approx(float(d2.median()) / math.log(2), rel=1e-5)
     # not saturated: μ straddles the threshold 0.5 (half above, half below)
-    mu = out.mu.detach()
+    mu = out.scores.detach()
     frac = float((mu > 0.5).float().mean())
     assert 0.3 <= frac <= 0.7
     assert float((mu - 0.5).abs().min()) < 1e-4
-    tau0 = float(out.tau.detach())
+    tau0 = float(out.extras["tau"].detach())
     model(x * 3)
     assert float(model.tau.detach()) == pytest.approx(tau0)  # only once
     # a model rebuilt from the state dict keeps τ and does not re-initialise
@@ -161,7 +166,7 @@ def test_eval_mode_before_training_is_deterministic():
     model = tiny().eval()
     x, _ = batch()
     with torch.no_grad():
-        a, b = model(x).mu, model(x).mu
+        a, b = model(x).scores, model(x).scores
     assert torch.equal(a, b)
 
 
@@ -206,8 +211,7 @@ def test_paper_parameter_and_mac_budget():
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    rowptr, col = ring_graph(40)
-    model = create_model("fact_resnet50", 40, torch.randn(40, 384), rowptr, col).eval()
+    model = create_model("fact_resnet50", ring_task(40, 384)).eval()
     params = sum(p.numel() for p in model.parameters())
     assert abs(params / 25.87e6 - 1) < 0.02, params
     parts = {k: sum(p.numel() for p in m.parameters()) for k, m in model.named_children()}
@@ -219,3 +223,41 @@ def test_paper_parameter_and_mac_budget():
         model(torch.randn(1, 3, 224, 224))
     macs = fc.get_total_flops() / 2
     assert abs(macs / 4.21e9 - 1) < 0.02, macs
+
+
+def test_masked_loss_ignores_unknown_labels():
+    """Unknown labels (mask False) contribute nothing: flipping them leaves loss and gradient unchanged."""
+    x, y = batch(B=4)
+    mask = torch.rand(4, C, generator=torch.Generator().manual_seed(3)) < 0.7
+    for over in (dict(), dict(loss="bce"), dict(membership="laplacian")):
+        model = tiny(**over).train()
+        model.initialize(x)
+        out = model(x)
+        a = model.loss(out, y, mask)["total"]
+        b = model.loss(out, torch.where(mask, y, 1 - y), mask)["total"]
+        assert torch.allclose(a, b, atol=1e-6), over
+        full = model.loss(out, y)["total"]
+        assert not torch.allclose(a, full), over  # the mask is not ignored
+
+
+def test_model_spec_round_trip():
+    model = tiny(use_gcn=True, interface_bias="neg_log_m")
+    x, _ = batch()
+    model.initialize(x)
+    rebuilt = model_from_spec(model_spec(model), model.state_dict()).eval()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).scores, rebuilt(x).scores)
+    assert rebuilt.config == model.config and rebuilt.task.class_names == model.task.class_names
+
+
+def test_fact_param_groups_split_codebook_tau_and_backbone():
+    model = tiny(codebook_lr_scale=10.0, tau_lr_scale=3.0)
+    groups = {g["name"]: g for g in model.param_groups(1e-3, 0.05, backbone_lr_scale=0.1)}
+    assert groups["codebook"]["lr"] == pytest.approx(1e-2) and groups["codebook"]["weight_decay"] == 0
+    assert groups["tau"]["lr"] == pytest.approx(3e-3)
+    assert groups["backbone"]["lr"] == pytest.approx(1e-4) and groups["backbone"]["weight_decay"] == 0.05
+    ids = [id(p) for g in groups.values() for p in g["params"]]
+    assert len(ids) == len(set(ids)) == sum(1 for p in model.parameters() if p.requires_grad)
+    named = dict(model.named_parameters())
+    assert id(named["interface.queries"]) in {id(p) for p in groups["head_no_decay"]["params"]}

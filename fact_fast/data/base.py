@@ -144,6 +144,8 @@ def to_uint8_chw(raw: np.ndarray) -> torch.Tensor:
     arr = np.asarray(raw)
     if arr.dtype != np.uint8:
         raise TypeError(f"raw image must be uint8, got {arr.dtype}")
+    if not arr.flags.writeable:  # PIL / memory-mapped arrays: torch wants writable memory
+        arr = arr.copy()
     if arr.ndim == 2:
         t = torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
         return t.expand(3, -1, -1)

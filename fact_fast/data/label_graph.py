@@ -1,6 +1,8 @@
 """Label co-occurrence graph (ML-GCN) and label-frequency groups."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -37,6 +39,38 @@ def cooccurrence_probabilities(labels) -> np.ndarray:
         a = np.where(n[:, None] > 0, counts / np.maximum(n[:, None], 1.0), 0.0)
     np.fill_diagonal(a, 0.0)
     return a
+
+
+@dataclass
+class LabelGraph:
+    """A label graph in CSR: ``rowptr`` int64 [C+1], ``col`` int64 [nnz], ``value`` float32 [nnz]
+    or None (unweighted); ``add_self_loops`` says whether the GCN must add I (False when the
+    graph carries its own self loops)."""
+
+    rowptr: torch.Tensor
+    col: torch.Tensor
+    value: torch.Tensor | None = None
+    add_self_loops: bool = True
+    method: str = "threshold"
+    params: dict | None = None
+
+
+def build_label_graph(labels, method: str = "threshold", threshold: float = 0.4, **params) -> LabelGraph:
+    """The run's label graph from the training labels (only ``"threshold"`` for now)."""
+    if method != "threshold":
+        raise ValueError(f"graph method must be 'threshold', got {method!r}")
+    rowptr, col = label_graph(labels, threshold=threshold)
+    return LabelGraph(rowptr, col, None, True, method, {"threshold": threshold})
+
+
+def graph_report(graph: LabelGraph, class_names) -> dict:
+    """Edges, density and per-node degree of ``graph`` (for the run log and config.json)."""
+    C = len(class_names)
+    deg = np.diff(np.asarray(graph.rowptr)).tolist()
+    nnz = int(graph.col.numel())
+    return {"method": graph.method, "params": graph.params, "edges": nnz,
+            "density": nnz / max(C * (C - 1), 1), "degree": dict(zip(class_names, deg)),
+            "isolated": [n for n, d in zip(class_names, deg) if d == 0]}
 
 
 def label_graph(labels, threshold: float = 0.4, symmetric: bool = True):

@@ -1,6 +1,11 @@
-"""FACT models (``fact_fast.models``) assembled from ``fact_fast.nn``."""
-from .fact import (FACT, FACTConfig, FACTOutput, create_model, get_model_config, list_models,
-                   register_model)
+"""Models (``fact_fast.models``): FACT and the baselines behind one protocol and one registry.
 
-__all__ = ["FACT", "FACTConfig", "FACTOutput", "create_model", "get_model_config", "list_models",
-           "register_model"]
+``create_model(name, task, **overrides)`` builds a registered model; ``list_models()`` lists them.
+"""
+from .base import (ModelOutput, MultiLabelModel, Stage, StageContext, TaskInfo, create_model, describe_models,
+                   get_model_config, list_models, model_from_spec, model_spec, register_model)
+from .fact import FACT, FACTConfig
+
+__all__ = ["MultiLabelModel", "ModelOutput", "Stage", "StageContext", "TaskInfo", "create_model", "list_models",
+           "describe_models", "get_model_config", "register_model", "model_spec", "model_from_spec",
+           "FACT", "FACTConfig"]

@@ -1,9 +1,7 @@
 """FACT: Fuzzy Alignment with Comorbidity Topology (SPEC §2), assembled from ``fact_fast.nn``."""
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, NamedTuple
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -14,8 +12,9 @@ from fact_fast.nn.interface import BIASES
 from fact_fast.nn.losses import LOSSES
 from fact_fast.nn.membership import KERNELS
 
-__all__ = ["FACTConfig", "FACT", "FACTOutput", "create_model", "list_models", "register_model",
-           "get_model_config"]
+from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
+
+__all__ = ["FACTConfig", "FACT"]
 
 
 @dataclass
@@ -27,6 +26,7 @@ class FACTConfig:
 
     backbone: str = "resnet50"
     pretrained: bool = False
+    pretrained_file: str | None = None  # local backbone weights (implies pretrained)
     out_index: int = -1            # which backbone stage feeds the projection
     dim: int = 512                 # d
     codebook_size: int = 1024      # K
@@ -46,6 +46,8 @@ class FACTConfig:
     vq_restart_every: int = 0      # re-seed dead codes every N training steps (0: never)
     init_tau: float | None = None  # None: from the first batch (see FuzzyMembership)
     gcn_negative_slope: float = 0.2
+    codebook_lr_scale: float = 10.0  # the codebook learns only through the commitment loss
+    tau_lr_scale: float = 1.0        # learning-rate multiplier of log τ
 
     def __post_init__(self):
         if self.membership not in KERNELS:
@@ -70,56 +72,48 @@ class FACTConfig:
         return cls(**d)
 
 
-class FACTOutput(NamedTuple):
-    mu: torch.Tensor                    # [B, C] fuzzy memberships = class scores
-    embeddings: torch.Tensor            # E [B, C, d]
-    anchors: torch.Tensor               # S [C, d]
-    tau: torch.Tensor                   # scalar
-    commit_loss: torch.Tensor           # scalar (0 without VQ)
-    codes: torch.Tensor | None          # [B, M] code indices (None without VQ)
-    kernel: str = "gaussian"
-
-
-class FACT(nn.Module):
+class FACT(MultiLabelModel):
     """backbone → 1×1 projection → VQ → semantic interface → fuzzy membership vs. GCN anchors.
 
-    Args:
-        config: :class:`FACTConfig`.
-        num_classes: C.
-        label_embeddings: S⁰ ``[C, D]`` (text embeddings of the class names); needed with the GCN.
-        rowptr, col, value: the label graph in CSR (no self loops needed; see
-            ``fact_fast.data.label_graph``); needed with the GCN.
+    Built from a :class:`FACTConfig` and a :class:`~fact_fast.models.TaskInfo`, whose
+    ``label_embeddings`` (S⁰ ``[C, D]``) and ``graph`` (the label graph in CSR) the GCN needs.
+
+    ``forward(images [B, 3, H, W])`` returns ``ModelOutput(scores=μ [B, C], logits=None,
+    extras)`` with extras ``embeddings`` E ``[B, C, d]``, ``anchors`` S ``[C, d]``, ``tau``
+    (scalar), ``commit_loss`` (scalar; 0 without VQ), ``codes`` ``[B, M]`` int64 (None without VQ),
+    ``feature_hw`` (h, w) of the feature map, ``kernel`` (str).
     """
 
-    def __init__(self, config: FACTConfig, num_classes: int, label_embeddings: torch.Tensor | None = None,
-                 rowptr: torch.Tensor | None = None, col: torch.Tensor | None = None,
-                 value: torch.Tensor | None = None):
-        super().__init__()
-        self.config = copy.deepcopy(config)
-        self.num_classes = int(num_classes)
-        if self.num_classes <= 0:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+    config_class = FACTConfig
+
+    def __init__(self, config: FACTConfig, task: TaskInfo):
+        super().__init__(config, task)
         c = self.config
-        self.backbone = Backbone(c.backbone, pretrained=c.pretrained, out_index=c.out_index)
+        C = self.num_classes
+        self.backbone = Backbone(c.backbone, pretrained=c.pretrained, out_index=c.out_index,
+                                 pretrained_file=c.pretrained_file)
         self.proj = nn.Conv2d(self.backbone.out_channels, c.dim, kernel_size=1, bias=True)
         self.vq = VectorQuantizer(c.codebook_size, c.dim, beta=c.beta, data_init=c.vq_data_init,
                                   restart_every=c.vq_restart_every) if c.use_vq else None
-        self.interface = SemanticInterface(self.num_classes, c.dim, bias=c.interface_bias)
+        self.interface = SemanticInterface(C, c.dim, bias=c.interface_bias)
         if c.use_gcn:
-            if label_embeddings is None or rowptr is None or col is None:
-                raise ValueError("use_gcn=True needs label_embeddings [C, D] and the label graph (rowptr, col)")
-            label_embeddings = torch.as_tensor(label_embeddings, dtype=torch.float32)
-            if label_embeddings.shape[0] != self.num_classes:
-                raise ValueError(f"label_embeddings has {label_embeddings.shape[0]} rows, "
-                                 f"expected num_classes={self.num_classes}")
-            self.gcn = LabelGCN(label_embeddings, torch.as_tensor(rowptr), torch.as_tensor(col),
-                                hidden_dim=c.gcn_hidden, out_dim=c.dim, value=value,
-                                negative_slope=c.gcn_negative_slope)
+            if task.label_embeddings is None or task.graph is None:
+                raise ValueError("use_gcn=True needs task.label_embeddings [C, D] and task.graph (the label graph)")
+            g = task.graph
+            self.gcn = LabelGCN(task.label_embeddings, g["rowptr"], g["col"], hidden_dim=c.gcn_hidden,
+                                out_dim=c.dim, value=g.get("value"), negative_slope=c.gcn_negative_slope,
+                                add_self_loops=g.get("add_self_loops", True))
             self.free_anchors = None
         else:
             self.gcn = None
-            self.free_anchors = nn.Parameter(torch.randn(self.num_classes, c.dim) * 0.02)
+            self.free_anchors = nn.Parameter(torch.randn(C, c.dim) * 0.02)
         self.membership = FuzzyMembership(c.membership, init_tau=c.init_tau)
+        self.criterion = FACTLoss(c.loss, alpha=c.alpha, gamma=c.gamma, logit_scale=c.logit_scale,
+                                  threshold=c.threshold, smooth=c.smooth)
+
+    @property
+    def default_threshold(self) -> float:
+        return float(self.config.threshold)
 
     # -- pieces -------------------------------------------------------------------------------
     def anchors(self) -> torch.Tensor:
@@ -129,25 +123,20 @@ class FACT(nn.Module):
                 return self.gcn()
         return self.free_anchors
 
-    def build_loss(self) -> FACTLoss:
-        c = self.config
-        return FACTLoss(c.loss, alpha=c.alpha, gamma=c.gamma, logit_scale=c.logit_scale,
-                        threshold=c.threshold, smooth=c.smooth)
-
     @property
     def tau(self) -> torch.Tensor:
         return self.membership.tau
 
-    def codebook_stats(self, reset: bool = False) -> dict:
-        if self.vq is None:
-            return {}
-        return self.vq.codebook_stats(reset=reset)
-
-    def forward(self, images: torch.Tensor) -> FACTOutput:
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Projected visual tokens Z ``[B, M, d]`` and the feature map's (h, w)."""
         with stage("backbone"):
             feat = self.backbone(images)
         with stage("projection"):
-            z = self.proj(feat).flatten(2).transpose(1, 2)  # [B, M, d]
+            z = self.proj(feat)
+        return z.flatten(2).transpose(1, 2), (int(z.shape[-2]), int(z.shape[-1]))
+
+    def forward(self, images: torch.Tensor, view_mask: torch.Tensor | None = None) -> ModelOutput:
+        z, hw = self.features(images)
         if self.vq is not None:
             with stage("vq"):
                 v, codes, commit = self.vq(z)
@@ -158,10 +147,15 @@ class FACT(nn.Module):
             e = self.interface(v)
         with stage("membership"):
             mu = self.membership(e, s)
-        return FACTOutput(mu, e, s, self.membership.tau, commit, codes, self.config.membership)
+        return ModelOutput(mu, None, {"embeddings": e, "anchors": s, "tau": self.membership.tau,
+                                      "commit_loss": commit, "codes": codes, "feature_hw": hw,
+                                      "kernel": self.config.membership})
+
+    def loss(self, output: ModelOutput, targets: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+        return self.criterion(output, targets, mask)
 
     @torch.no_grad()
-    def initialize(self, images: torch.Tensor) -> "FACT":
+    def initialize(self, images: torch.Tensor) -> None:
         """Run the data-dependent initialisations (VQ codebook, τ) on one batch now instead of
         lazily in the first training forward (keeps the training graph static for DDP and
         torch.compile). A no-op for parts already initialised."""
@@ -171,54 +165,46 @@ class FACT(nn.Module):
         if self.vq is not None:
             self.vq.reset_stats()
         self.train(was_training)
-        return self
+
+    def no_weight_decay(self) -> set:
+        return {n for n, _ in self.named_parameters()
+                if n.endswith(("codebook", "log_tau", "queries", "free_anchors"))}
+
+    def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list:
+        """The base groups, with the codebook and log τ in groups of their own learning rate."""
+        special = {"vq.codebook": ("codebook", self.config.codebook_lr_scale),
+                   "membership.log_tau": ("tau", self.config.tau_lr_scale)}
+        named = dict(self.named_parameters())
+        groups = []
+        for g in super().param_groups(lr, weight_decay, backbone_lr_scale):
+            ids = {id(named[n]) for n in special if n in named}
+            g["params"] = [p for p in g["params"] if id(p) not in ids]
+            if g["params"]:
+                groups.append(g)
+        for pname, (gname, scale) in special.items():
+            p = named.get(pname)
+            if p is not None and p.requires_grad:
+                groups.append({"params": [p], "lr": lr * scale, "weight_decay": 0.0, "name": gname})
+        return groups
+
+    def epoch_stats(self, reset: bool = True) -> dict:
+        out = {"tau": float(self.tau.detach())}
+        if self.vq is not None:
+            cb = self.vq.codebook_stats(reset=reset)
+            out.update({"codebook_perplexity": cb["perplexity"], "codebook_usage": cb["usage"]})
+        return out
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Boolean predictions μ > δ."""
-        return self(images).mu > self.config.threshold
-
-
-# -- registry ----------------------------------------------------------------------------------
-_MODEL_CONFIGS: dict[str, FACTConfig] = {}
-
-
-def register_model(name: str, config: FACTConfig | None = None, **fields_) -> FACTConfig:
-    """Register a named configuration (``fields_`` override FACTConfig defaults)."""
-    cfg = replace(config, **fields_) if config is not None else FACTConfig(**fields_)
-    _MODEL_CONFIGS[name] = cfg
-    return cfg
-
-
-def list_models() -> list[str]:
-    return sorted(_MODEL_CONFIGS)
-
-
-def get_model_config(name: str, **overrides: Any) -> FACTConfig:
-    if name not in _MODEL_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; available: {list_models()}")
-    cfg = replace(_MODEL_CONFIGS[name], **{k: v for k, v in overrides.items()})
-    return cfg
-
-
-def create_model(name: str, num_classes: int, label_embeddings: torch.Tensor | None = None,
-                 rowptr: torch.Tensor | None = None, col: torch.Tensor | None = None, **overrides: Any) -> FACT:
-    """timm-style factory: ``create_model("fact_resnet50", 40, S0, rowptr, col, use_vq=False)``."""
-    value = overrides.pop("value", None)
-    known = {f.name for f in fields(FACTConfig)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise TypeError(f"create_model got unknown options {sorted(unknown)}; FACTConfig fields: {sorted(known)}")
-    return FACT(get_model_config(name, **overrides), num_classes, label_embeddings, rowptr, col, value=value)
+        return self(images).scores > self.config.threshold
 
 
 # The paper's model (SPEC §2 defaults).
-register_model("fact_resnet50")
+register_model("fact_resnet50", FACT, description="FACT with a ResNet-50 trunk (the paper's model)")
 # Small CPU-friendly model for the synthetic dataset (the default of `python -m fact_fast.train`).
-# Picked by measurement on a 2-core CPU: timm's tiny `test_resnet` trunk (0.37 M parameters,
-# 96 channels, stride 32) reaches ~0.9 val mAP on the synthetic set in 20 epochs (~2 min), while
-# resnet10t/resnet18 trunks train 3-5x slower per epoch and learn slower from scratch.
-register_model("fact_tiny", backbone="test_resnet", dim=64, codebook_size=256, gcn_hidden=128,
-               vq_restart_every=10)
+register_model("fact_tiny", FACT, description="FACT on timm's tiny test_resnet trunk (CPU default)",
+               backbone="test_resnet", dim=64, codebook_size=256, gcn_hidden=128, vq_restart_every=10)
 # Tiny smoke-test model (timm's `test_resnet`, 96 channels, stride 32).
-register_model("fact_test", backbone="test_resnet", dim=32, codebook_size=64, gcn_hidden=64)
+register_model("fact_test", FACT, description="FACT smoke-test size", backbone="test_resnet", dim=32,
+               codebook_size=64, gcn_hidden=64)

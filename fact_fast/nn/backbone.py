@@ -11,15 +11,23 @@ class Backbone(nn.Module):
     """Any timm model created with ``features_only=True``; returns the feature map at ``out_index``.
 
     ``out_index=-1`` (default) is the last stage, e.g. ``[B, 2048, H/32, W/32]`` for resnet50.
-    ``pretrained=True`` asks timm for ImageNet weights; that needs the weights to be downloadable
-    or cached and is never required (random init otherwise).
+    ``pretrained=True`` asks timm for ImageNet weights from its local Hugging Face cache;
+    ``pretrained_file`` loads them from a file instead (``.safetensors``/``.pth`` as timm publishes
+    them). fact_fast never needs them (random init otherwise) and never downloads them itself.
     """
 
     def __init__(self, name: str = "resnet50", pretrained: bool = False, out_index: int = -1,
-                 in_chans: int = 3, **timm_kwargs):
+                 in_chans: int = 3, pretrained_file: str | None = None, **timm_kwargs):
         super().__init__()
+        import os
+
         import timm  # imported lazily: keeps `import fact_fast.nn` cheap
 
+        if pretrained_file is not None:
+            if not os.path.isfile(pretrained_file):
+                raise FileNotFoundError(f"pretrained_file: backbone weights not found: {pretrained_file}")
+            timm_kwargs["pretrained_cfg_overlay"] = {"file": os.fspath(pretrained_file)}
+            pretrained = True
         try:
             self.body = timm.create_model(name, pretrained=pretrained, features_only=True,
                                           out_indices=(out_index,), in_chans=in_chans, **timm_kwargs)

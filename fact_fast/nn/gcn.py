@@ -80,7 +80,7 @@ class LabelGCN(nn.Module):
 
     def __init__(self, label_embeddings: torch.Tensor, rowptr: torch.Tensor, col: torch.Tensor,
                  hidden_dim: int = 1024, out_dim: int = 512, value: torch.Tensor | None = None,
-                 negative_slope: float = 0.2):
+                 negative_slope: float = 0.2, add_self_loops: bool = True):
         super().__init__()
         if label_embeddings.dim() != 2:
             raise ValueError(f"label_embeddings must be [C, D], got {tuple(label_embeddings.shape)}")
@@ -92,8 +92,9 @@ class LabelGCN(nn.Module):
         self.register_buffer("value", None if value is None else value.detach().float().clone())
         # validated once here (raises on a malformed graph); rebuilt unvalidated after a move
         self._graph: CSRGraph | None = CSRGraph(self.rowptr, self.col, self.value, num_classes)
-        self.layer1 = GraphConv(in_dim, hidden_dim)
-        self.layer2 = GraphConv(hidden_dim, out_dim)
+        # add_self_loops=False: the graph already carries its self loops (ML-GCN's re-weighting)
+        self.layer1 = GraphConv(in_dim, hidden_dim, add_self_loops=add_self_loops)
+        self.layer2 = GraphConv(hidden_dim, out_dim, add_self_loops=add_self_loops)
 
     @property
     def num_classes(self) -> int:

@@ -8,32 +8,44 @@ import torch.nn.functional as F
 from fact_fast import ops
 from fact_fast.ops.reference.fuzzy import point_set_loss, reduce_loss
 
-__all__ = ["FACTLoss", "fuzzy_loss_from_membership", "LOSSES"]
+__all__ = ["FACTLoss", "fuzzy_loss_from_membership", "masked_mean", "LOSSES"]
 
 LOSSES = ("fuzzy", "bce")
 
 
 def fuzzy_loss_from_membership(mu: torch.Tensor, y: torch.Tensor, alpha: float = 1.0,
                                logit_scale: float = 10.0, threshold: float = 0.5, smooth: float = 1.0,
-                               reduction: str = "mean") -> torch.Tensor:
-    """L_point + α·L_set from precomputed memberships ``μ [B, C]`` (any kernel).
+                               reduction: str = "mean", mask: torch.Tensor | None = None) -> torch.Tensor:
+    """L_point + α·L_set from precomputed memberships ``μ [B, C]`` (any kernel); ``mask`` bool
+    ``[B, C]`` excludes unknown labels.
 
     For the gaussian kernel prefer ``ops.fuzzy_loss`` (fused membership + loss); this is the path
     for the other kernels, whose μ comes from ``ops.fuzzy_membership``.
     """
-    per_sample = point_set_loss(mu.float(), y, alpha, logit_scale, threshold, smooth)
+    masked = {} if mask is None else {"mask": mask}
+    per_sample = point_set_loss(mu.float(), y, alpha, logit_scale, threshold, smooth, **masked)
     return reduce_loss(per_sample, reduction)
 
 
-class FACTLoss(nn.Module):
-    """``forward(out, targets) -> {"total", "fuzzy"|"bce", "commit"}`` (scalar tensors).
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``x`` over the entries where ``mask`` is True (all entries when ``mask`` is None);
+    0 (with a gradient path) when nothing is selected."""
+    if mask is None:
+        return x.mean() if x.numel() else x.sum()
+    w = mask.to(x.dtype)
+    return (x * w).sum() / w.sum().clamp_min(1.0)
 
-    ``out`` is a :class:`fact_fast.models.FACTOutput` (or anything with ``mu``, ``embeddings``,
-    ``anchors``, ``tau``, ``commit_loss`` and ``kernel``).
+
+class FACTLoss(nn.Module):
+    """``forward(output, targets, mask=None) -> {"total", "fuzzy"|"bce", "commit"}`` (scalars).
+
+    ``output`` is FACT's ``ModelOutput``: ``scores`` = μ ``[B, C]`` and ``extras`` with
+    ``embeddings``, ``anchors``, ``tau``, ``commit_loss`` and ``kernel``. ``mask`` bool ``[B, C]``
+    is True where the label is known; unknown labels contribute nothing.
 
     * ``loss="fuzzy"``: L_fuzzy = mean_b(L_point + α·L_set). With the gaussian kernel this calls
       the fused ``ops.fuzzy_loss(e, s, y, τ)``; other kernels use μ from the model.
-    * ``loss="bce"`` (ablation): BCE-with-logits on f = λ(μ − δ), mean over B·C.
+    * ``loss="bce"`` (ablation): BCE-with-logits on f = λ(μ − δ), mean over the known B·C entries.
     * total = main + γ·L_commit.
     """
 
@@ -49,22 +61,26 @@ class FACTLoss(nn.Module):
         return (f"loss={self.loss}, alpha={self.alpha}, gamma={self.gamma}, "
                 f"logit_scale={self.logit_scale}, threshold={self.threshold}")
 
-    def forward(self, out, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        y = targets.to(out.mu.dtype) if targets.dtype != out.mu.dtype else targets
+    def forward(self, output, targets: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        mu, extras = output.scores, output.extras
+        y = targets.to(mu.dtype) if targets.dtype != mu.dtype else targets
+        masked = {} if mask is None else {"mask": mask}
         if self.loss == "fuzzy":
-            if getattr(out, "kernel", "gaussian") == "gaussian" and out.embeddings is not None:
-                e, s = out.embeddings, out.anchors
+            e = extras.get("embeddings")
+            if extras.get("kernel", "gaussian") == "gaussian" and e is not None:
+                s = extras["anchors"]
                 if s.dtype != e.dtype:  # autocast
                     s = s.to(e.dtype)
-                main, _ = ops.fuzzy_loss(e, s, y, out.tau, alpha=self.alpha,
+                main, _ = ops.fuzzy_loss(e, s, y, extras["tau"], alpha=self.alpha,
                                          logit_scale=self.logit_scale, threshold=self.threshold,
-                                         smooth=self.smooth)
+                                         smooth=self.smooth, **masked)
             else:
-                main = fuzzy_loss_from_membership(out.mu, y, self.alpha, self.logit_scale,
-                                                  self.threshold, self.smooth)
+                main = fuzzy_loss_from_membership(mu, y, self.alpha, self.logit_scale,
+                                                  self.threshold, self.smooth, **masked)
         else:
-            logits = self.logit_scale * (out.mu.float() - self.threshold)
-            main = F.binary_cross_entropy_with_logits(logits, y.float()) if logits.numel() else logits.sum()
-        commit = out.commit_loss if out.commit_loss is not None else main.new_zeros(())
+            logits = self.logit_scale * (mu.float() - self.threshold)
+            main = masked_mean(F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none"), mask)
+        commit = extras.get("commit_loss")
+        commit = main.new_zeros(()) if commit is None else commit
         total = main.float() + self.gamma * commit.float()
         return {"total": total, self.loss: main, "commit": commit}

@@ -53,6 +53,17 @@ class VectorQuantizer(nn.Module):
         return (f"num_codes={self.num_codes}, dim={self.dim}, beta={self.beta}, "
                 f"restart_every={self.restart_every}")
 
+    def get_extra_state(self) -> dict:
+        # The dead-code window decides when and which codes are re-seeded: a resumed run must
+        # continue the same window or it diverges from the uninterrupted one.
+        return {"window": self._window.clone(), "window_steps": self._window_steps,
+                "num_restarted": self.num_restarted}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._window = state["window"].to(torch.float64).clone()
+        self._window_steps = int(state["window_steps"])
+        self.num_restarted = int(state.get("num_restarted", 0))
+
     @torch.no_grad()
     def init_from_data(self, z: torch.Tensor) -> None:
         """Fill the codebook with samples of ``z [..., d]`` (with replacement and small jitter)."""

@@ -66,9 +66,9 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     except Exception as exc:  # zip errors, unpickling errors, EOF ...
         raise CheckpointError(f"could not read checkpoint {path}: it is corrupt or not a PyTorch file "
                               f"({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise CheckpointError(f"{path} is not a fact_fast training checkpoint "
-                              f"(expected keys 'model', 'model_config', ...)")
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_spec" not in ckpt:
+        raise CheckpointError(f"{path} is not a fact_fast training checkpoint of this version "
+                              f"(expected keys 'model', 'model_spec', ...)")
     ckpt["_path"] = path
     return ckpt
 

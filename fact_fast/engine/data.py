@@ -1,0 +1,155 @@
+"""Datasets, the task description and data loaders of a run (model-agnostic)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from fact_fast.config import TrainConfig
+from fact_fast.models import TaskInfo
+from fact_fast.utils import distributed as du
+
+__all__ = ["RunData", "build_run_data", "make_loader", "set_loader_epoch", "ClassAwareSampler",
+           "split_batch", "SAMPLERS"]
+
+SAMPLERS = ("random", "class_aware")
+
+
+@dataclass
+class RunData:
+    """The datasets of a run and what the model may know about the task (train split only)."""
+
+    datasets: dict
+    task: TaskInfo
+    groups: list
+    graph_report: dict
+    pipeline: dict
+    has_unknown_labels: bool
+    skipped: dict = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list:
+        return self.task.class_names
+
+
+def _pipeline_overrides(cfg: TrainConfig) -> dict:
+    out = {}
+    for key in ("resize", "crop", "hflip", "rotate", "translate"):
+        v = getattr(cfg, key)
+        if v is not None:
+            out[key] = v
+    return out
+
+
+def build_run_data(cfg: TrainConfig, splits=("train", "val", "test")) -> RunData:
+    """Build the splits (train first) and everything derived from the TRAIN split only: the label
+    graph, the frequency groups, the label embeddings and the prevalence."""
+    from fact_fast.data import build_dataset, frequency_groups, label_embeddings
+    from fact_fast.data.label_graph import build_label_graph, graph_report
+
+    kw = dict(cfg.dataset_kwargs or {})
+    pipeline = _pipeline_overrides(cfg)
+    datasets: dict = {}
+    for split in ("train",) + tuple(s for s in splits if s != "train"):
+        ds = build_dataset(cfg.dataset, split, root=cfg.data_root, image_size=cfg.image_size, seed=cfg.seed,
+                           pipeline=pipeline, **kw)
+        if len(ds) == 0:
+            raise ValueError(f"dataset {cfg.dataset!r}: the {split} split is empty "
+                             f"(data root {cfg.data_root!r}, options {kw}); check the split files")
+        datasets[split] = ds
+    if cfg.cache_dir:
+        from fact_fast.data.cache import attach_cache
+
+        for ds in datasets.values():
+            attach_cache(ds, cfg.cache_dir, ds.pipeline.resize_to, workers=max(cfg.workers, 1))
+    train = datasets["train"]
+    labels = np.asarray(train.labels, dtype=np.float32)
+    graph = build_label_graph(labels, method=cfg.graph, threshold=cfg.graph_threshold)
+    if cfg.groups:
+        from fact_fast.metrics import load_groups
+
+        groups = load_groups(cfg.groups, list(train.class_names))
+    else:
+        groups = list(frequency_groups(labels))
+    task = TaskInfo(
+        class_names=list(train.class_names),
+        label_embeddings=label_embeddings(train.class_names, dataset=cfg.dataset, path=cfg.label_embeddings),
+        graph={"rowptr": graph.rowptr, "col": graph.col, "value": graph.value,
+               "add_self_loops": graph.add_self_loops},
+        prevalence=torch.as_tensor(train.label_prevalence, dtype=torch.float64),
+        num_train=len(train))
+    has_unknown = any(bool(np.isnan(np.asarray(d.labels)).any()) for d in datasets.values())
+    return RunData(datasets=datasets, task=task, groups=groups,
+                   graph_report=graph_report(graph, list(train.class_names)),
+                   pipeline=datasets["val" if "val" in datasets else "train"].pipeline.to_dict(),
+                   has_unknown_labels=has_unknown,
+                   skipped={s: list(d.skipped) for s, d in datasets.items() if d.skipped})
+
+
+class ClassAwareSampler(Sampler):
+    """Class-aware (class-balanced) sampling for multi-label data: each draw picks a class
+    uniformly among those with a positive, then a random image positive for it (Shen et al.,
+    ECCV'16; the "cycle"/class-balanced samplers of the long-tail literature). ``num_samples``
+    per epoch defaults to the dataset size; under DDP each rank draws ``num_samples /
+    world_size`` from its own stream. Deterministic given ``(seed, epoch, rank)``."""
+
+    def __init__(self, labels, seed: int = 0, num_samples: int | None = None, rank: int = 0, world_size: int = 1):
+        y = np.nan_to_num(np.asarray(labels, dtype=np.float32), nan=0.0) > 0.5
+        self.per_class = [np.flatnonzero(y[:, c]) for c in range(y.shape[1]) if y[:, c].any()]
+        if not self.per_class:
+            raise ValueError("sampler: class_aware sampling needs at least one positive label in the train split")
+        n = len(y) if num_samples is None else int(num_samples)
+        self.num_samples = (n + world_size - 1) // world_size
+        self.seed, self.rank, self.epoch = int(seed), int(rank), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, 0xCA5])
+        classes = rng.integers(0, len(self.per_class), self.num_samples)
+        for c in classes:
+            members = self.per_class[c]
+            yield int(members[rng.integers(0, len(members))])
+
+
+def make_loader(ds, batch_size: int, *, train: bool, info: du.DistInfo, workers: int, seed: int,
+                device: torch.device, sampler: str = "random") -> DataLoader:
+    """A DataLoader over ``ds`` with the collate that drops unreadable items and stacks views."""
+    from fact_fast.data import collate
+
+    if train and sampler == "class_aware":
+        s: Sampler | None = ClassAwareSampler(ds.labels, seed, rank=info.rank, world_size=info.world_size)
+    elif train or info.distributed:
+        # one shuffle for every world size: the permutation of epoch e depends only on (seed, e), and
+        # rank r takes every world_size-th index, so N processes with batch b see, step by step, the
+        # same samples as one process with batch N*b
+        s = DistributedSampler(ds, num_replicas=info.world_size, rank=info.rank, shuffle=train, seed=seed,
+                               drop_last=False)
+    else:
+        s = None
+    return DataLoader(ds, batch_size=batch_size, sampler=s, shuffle=False, num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=False, collate_fn=collate,
+                      persistent_workers=workers > 0)
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Deterministic, resumable data order: the shuffle of epoch e depends only on (seed, e)."""
+    s = loader.sampler
+    if isinstance(s, (DistributedSampler, ClassAwareSampler)):
+        s.set_epoch(epoch)
+
+
+def split_batch(batch, device: torch.device):
+    """``(images, targets, view_mask | None)`` on ``device`` from a collated batch."""
+    if len(batch) == 3:
+        images, targets, view_mask = batch
+        view_mask = view_mask.to(device, non_blocking=True)
+    else:
+        (images, targets), view_mask = batch, None
+    return images.to(device, non_blocking=True), targets.to(device, non_blocking=True), view_mask
