@@ -95,6 +95,8 @@ class TrainConfig:
                                          "validate/test it (e.g. 0.9998)")
     amp: bool = _opt(False, "mixed precision: bf16 autocast (CUDA; on CPU also bf16, usually slower)")
     channels_last: bool = _opt(False, "channels-last memory format for the backbone (faster convs on GPU)")
+    freeze_bn: bool = _opt(False, "keep BatchNorm running statistics frozen while training (fine-tuning with "
+                                  "small per-device batches; makes DDP equal to one process with the global batch)")
     select_metric: str = _opt("mAP", "validation metric that picks best.pt", choices=("mAP", "macro_auc", "paper_avg"))
     seed: int = _opt(0, "random seed (model init, data order, synthetic data)")
     seeds: str | None = _opt(None, "train once per seed, e.g. 0,1,2 (runs in OUT/seed<k>) and summarise mean ± std")

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
+from fact_fast.nn import set_train_mode
 from fact_fast.nn.profiling import stage as nvtx_stage
 from fact_fast.utils import distributed as du
 
@@ -59,8 +60,8 @@ def _forward(model, images, view_mask):
 
 def train_one_epoch(train_model, model, loader, optimizer, scheduler, *, device: torch.device, amp: bool,
                     masked: bool, views: bool, grad_clip: float | None, max_steps: int | None, step: int,
-                    ema=None, channels_last: bool = False, progress: bool = False, desc: str = "train",
-                    world_size: int = 1) -> tuple[dict, int]:
+                    ema=None, channels_last: bool = False, freeze_bn: bool = False, progress: bool = False,
+                    desc: str = "train") -> tuple[dict, int]:
     """One pass over ``loader``; returns (mean of each loss over batches and ranks, new step).
 
     ``train_model`` is what runs the forward (possibly DDP/compiled), ``model`` the bare model
@@ -68,7 +69,7 @@ def train_one_epoch(train_model, model, loader, optimizer, scheduler, *, device:
     """
     from tqdm.auto import tqdm
 
-    train_model.train()
+    set_train_mode(train_model, freeze_bn)
     sums: dict = {}
     n_batches = 0
     it = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
@@ -135,10 +136,9 @@ def score_loader(model, loader, info: du.DistInfo | None = None, *, amp: bool = 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    scores, targets, order = [], [], []
+    scores, targets = [], []
     sampler = getattr(loader, "sampler", None)
     sharded = isinstance(sampler, DistributedSampler) and info.distributed
-    index_iter = iter(list(iter(sampler))) if sharded else None
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         if batch is None:
             continue
@@ -162,13 +162,13 @@ def score_loader(model, loader, info: du.DistInfo | None = None, *, amp: bool = 
     s = torch.cat(scores) if scores else torch.zeros(0, C, device=device)
     t = torch.cat(targets) if targets else torch.zeros(0, C, device=device)
     if sharded:
-        if index_iter is not None and s.shape[0] != len(sampler):
+        if s.shape[0] != len(sampler):
             raise RuntimeError("unreadable images under torch.distributed evaluation: fix or remove them "
                                "(see the dataset's skip list) -- sharded scores cannot be re-aligned")
         idx = torch.as_tensor(list(iter(sampler)), device=device, dtype=torch.int64)
         idx, s, t = du.all_gather_cat(idx), du.all_gather_cat(s), du.all_gather_cat(t)
-        order_ = torch.argsort(idx, stable=True)
-        idx, s, t = idx[order_], s[order_], t[order_]
+        order = torch.argsort(idx, stable=True)
+        idx, s, t = idx[order], s[order], t[order]
         keep = torch.ones_like(idx, dtype=torch.bool)
         keep[1:] = idx[1:] != idx[:-1]
         s, t = s[keep], t[keep]

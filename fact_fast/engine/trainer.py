@@ -303,7 +303,7 @@ class _Run:
                 train_model, model, train_loader, optimizer, scheduler, device=self.device, amp=cfg.amp,
                 masked=self.data.has_unknown_labels, views=stage.views, grad_clip=cfg.grad_clip,
                 max_steps=cfg.max_steps, step=step, ema=self.ema, channels_last=cfg.channels_last,
-                progress=self.progress, desc=f"{stage.name} {epoch + 1}/{epochs}", world_size=info.world_size)
+                freeze_bn=cfg.freeze_bn, progress=self.progress, desc=f"{stage.name} {epoch + 1}/{epochs}")
             stats = model.epoch_stats(reset=True)
             eval_model = self.ema.module if self.ema is not None else model
             scores, targets = score_loader(eval_model, val_loader, info, amp=cfg.amp, views=stage.views,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fact_fast.nn import (Backbone, FACTLoss, FuzzyMembership, LabelGCN, SemanticInterface,
-                          VectorQuantizer, stage)
+                          VectorQuantizer, bn_stats_preserved, stage)
 from fact_fast.nn.interface import BIASES
 from fact_fast.nn.losses import LOSSES
 from fact_fast.nn.membership import KERNELS
@@ -158,10 +158,12 @@ class FACT(MultiLabelModel):
     def initialize(self, images: torch.Tensor) -> None:
         """Run the data-dependent initialisations (VQ codebook, τ) on one batch now instead of
         lazily in the first training forward (keeps the training graph static for DDP and
-        torch.compile). A no-op for parts already initialised."""
+        torch.compile). A no-op for parts already initialised; BatchNorm statistics are left
+        untouched (this pass is not a training step)."""
         was_training = self.training
         self.train()
-        self(images)
+        with bn_stats_preserved(self):
+            self(images)
         if self.vq is not None:
             self.vq.reset_stats()
         self.train(was_training)

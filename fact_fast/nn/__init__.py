@@ -7,10 +7,12 @@ from .gcn import GraphConv, LabelGCN
 from .interface import SemanticInterface
 from .losses import FACTLoss, LOSSES, fuzzy_loss_from_membership
 from .membership import KERNELS, FuzzyMembership
+from .modes import bn_stats_preserved, set_train_mode
 from .profiling import enable_nvtx, nvtx_enabled, stage
 from .vq import VectorQuantizer
 
 __all__ = [
     "Backbone", "VectorQuantizer", "GraphConv", "LabelGCN", "SemanticInterface", "FuzzyMembership",
     "FACTLoss", "fuzzy_loss_from_membership", "KERNELS", "LOSSES", "enable_nvtx", "nvtx_enabled", "stage",
+    "set_train_mode", "bn_stats_preserved",
 ]
