@@ -378,6 +378,7 @@ class _Run:
         metrics = compute_split_metrics(scores, targets, self.data, threshold=model.default_threshold)
         metrics.update({"checkpoint": path, "stage": best["stage"], "epoch": best["epoch"], "split": "test",
                         "dataset": self.cfg.dataset, "model": self.cfg.model,
+                        "train_prevalence": dict(zip(self.data.class_names, self.data.task.prevalence.tolist())),
                         "train_seconds": time.time() - self.t0})
         log(f"\ntest metrics of {path} (stage {best['stage']}, epoch {best['epoch']}):", self.info)
         log(format_metrics_table(metrics), self.info)
