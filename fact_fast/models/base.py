@@ -200,6 +200,17 @@ class MultiLabelModel(nn.Module):
         """Scalars logged once per epoch (e.g. τ, codebook perplexity); default none."""
         return {}
 
+    # -- explanations --------------------------------------------------------------------------
+    def evidence_maps(self, images: torch.Tensor) -> dict | None:
+        """The model's own spatial evidence per class, or None (then ``predict --explain`` uses
+        Grad-CAM on :meth:`cam_layer`). When given: ``{"maps": float [B, C, h, w] in [0, 1]}``
+        plus optional model-specific entries."""
+        return None
+
+    def cam_layer(self) -> nn.Module:
+        """The module whose output feature map Grad-CAM explains (default: the backbone)."""
+        return self.backbone
+
 
 # -- registry --------------------------------------------------------------------------------------
 _REGISTRY: dict[str, tuple[type, Any, str]] = {}

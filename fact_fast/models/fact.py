@@ -1,11 +1,13 @@
 """FACT: Fuzzy Alignment with Comorbidity Topology (SPEC §2), assembled from ``fact_fast.nn``."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 
+from fact_fast import ops
 from fact_fast.nn import (Backbone, FACTLoss, FuzzyMembership, LabelGCN, SemanticInterface,
                           VectorQuantizer, bn_stats_preserved, stage)
 from fact_fast.nn.interface import BIASES
@@ -195,6 +197,24 @@ class FACT(MultiLabelModel):
             cb = self.vq.codebook_stats(reset=reset)
             out.update({"codebook_perplexity": cb["perplexity"], "codebook_usage": cb["usage"]})
         return out
+
+    @torch.no_grad()
+    def evidence_maps(self, images: torch.Tensor) -> dict:
+        """The semantic interface's attention σ(Q Vᵀ/√d + b) per class over the M feature
+        positions: ``maps`` float ``[B, C, h, w]`` in [0, 1]; ``codes`` int64 ``[B, h, w]`` (the
+        codebook atom at each position; None without VQ) -- which atoms carried a class's
+        evidence is the attention mass per atom."""
+        z, (h, w) = self.features(images)
+        if self.vq is not None:
+            codes, _ = ops.vq_nearest(z.reshape(-1, z.shape[-1]).to(self.vq.codebook.dtype), self.vq.codebook)
+            v = self.vq.codebook[codes].reshape(z.shape)
+            codes = codes.reshape(z.shape[0], h, w)
+        else:
+            v, codes = z, None
+        q = self.interface.queries.to(v.dtype)
+        logits = q @ v.transpose(1, 2) / math.sqrt(v.shape[-1]) + self.interface.attention_bias(v.shape[1])
+        maps = torch.sigmoid(logits).reshape(v.shape[0], self.num_classes, h, w)
+        return {"maps": maps.float(), "codes": codes}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
