@@ -28,9 +28,9 @@ def build(args, device):
     c = args.num_classes
     g = torch.Generator().manual_seed(0)
     labels = (torch.rand(512, c, generator=g) < 0.15).to(torch.uint8).numpy()
-    rowptr, col = label_graph(labels, threshold=0.4)
+    graph = label_graph(labels, "threshold", threshold=0.4)  # ML-GCN's graph, as in earlier measurements
     emb = torch.randn(c, 384, generator=g)
-    task = TaskInfo([f"class{i}" for i in range(c)], emb, {"rowptr": rowptr, "col": col})
+    task = TaskInfo([f"class{i}" for i in range(c)], emb, {"rowptr": graph.rowptr, "col": graph.col})
     model = create_model(args.model, task).to(device)
     stride = model.backbone.reduction if hasattr(model.backbone, "reduction") else 32
     if args.head_only:

@@ -45,8 +45,11 @@ class TrainConfig:
     rotate: float | None = _opt(None, "train-time random rotation, degrees")
     translate: float | None = _opt(None, "train-time random translation, fraction of the side")
     cache_dir: str | None = _opt(None, "on-disk cache of decoded, resized images (built once per split)", metavar="DIR")
-    graph: str = _opt("threshold", "label-graph construction from the train labels")
-    graph_threshold: float = _opt(0.4, "label-graph binarization threshold t on P(j|i) (ML-GCN)")
+    graph: str = _opt("topk", "label-graph construction from the train labels (docs/label_graph.md): top-k "
+                              "partners by lift (default), ML-GCN's threshold or re-weighted graph, or a lift threshold",
+                      choices=("topk", "threshold", "reweighted", "lift"))
+    graph_kwargs: dict = _opt({}, "label-graph parameters, e.g. --graph-kwargs k=5 or threshold=0.3 "
+                                  "(defaults in fact_fast.data.GRAPH_METHODS)", metavar="KEY=VALUE")
     label_embeddings: str | None = _opt(None, "path to a .npy [C, D] of label text embeddings "
                                               "(default: the shipped embeddings of the dataset)", metavar="NPY")
     groups: str | None = _opt(None, "JSON file mapping class name -> head/medium/tail (default: from train "
@@ -256,7 +259,7 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, set[st
             values.update(load_config_file(ns.pop("config")))
         except (OSError, ValueError) as exc:
             parser.error(str(exc))
-    for key in ("dataset_kwargs", "model_kwargs"):
+    for key in ("dataset_kwargs", "model_kwargs", "graph_kwargs"):
         if key in ns:
             base = dict(values.get(key) or {})
             base.update(dict(ns.pop(key)))

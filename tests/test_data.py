@@ -1,4 +1,4 @@
-"""Tests of fact_fast.data: synthetic dataset, real-data readers, label graph, embeddings."""
+"""Tests of fact_fast.data: synthetic dataset, real-data readers, embeddings (label graph: test_label_graph.py)."""
 import json
 import os
 import warnings
@@ -8,9 +8,7 @@ import pytest
 import torch
 
 from fact_fast.data import (DATASETS, EMBEDDING_DIM, SYNTHETIC_CLASS_NAMES, MultiLabelDataset,
-                            SyntheticComorbidity, build_dataset, cooccurrence_probabilities,
-                            csr_to_dense, frequency_groups, hashed_embeddings, label_embeddings,
-                            label_graph)
+                            SyntheticComorbidity, build_dataset, hashed_embeddings, label_embeddings)
 import importlib
 
 le_mod = importlib.import_module("fact_fast.data.label_embeddings")
@@ -268,94 +266,6 @@ def test_nih(tmp_path):
         tr[i]  # all images found in images_*/images
     with pytest.raises(FileNotFoundError, match="Data_Entry_2017"):
         build_dataset("nih", "train", root=str(tmp_path / "images_001"))
-
-
-# ----------------------------------------------------------------------------- label graph
-# N = 5 samples, C = 4 classes; class 3 never occurs.
-HAND_LABELS = np.array([
-    [1, 1, 0, 0],
-    [1, 1, 0, 0],
-    [1, 0, 1, 0],
-    [1, 0, 0, 0],
-    [0, 1, 0, 0],
-], dtype=np.uint8)
-# N0 = 4, N1 = 3, N2 = 1, N3 = 0; N01 = 2, N02 = 1, N12 = 0
-HAND_P = np.array([
-    [0, 2 / 4, 1 / 4, 0],
-    [2 / 3, 0, 0, 0],
-    [1 / 1, 0, 0, 0],
-    [0, 0, 0, 0],
-])
-
-
-def _csr(rp, col):
-    return rp.tolist(), col.tolist()
-
-
-def test_cooccurrence_hand_example():
-    np.testing.assert_allclose(cooccurrence_probabilities(HAND_LABELS), HAND_P)
-    np.testing.assert_allclose(cooccurrence_probabilities(torch.from_numpy(HAND_LABELS)), HAND_P)
-
-
-def test_label_graph_hand_example():
-    rp, col = label_graph(HAND_LABELS, threshold=0.4, symmetric=False)
-    assert rp.dtype == torch.int64 and col.dtype == torch.int64
-    # edges 0->1 (0.5), 1->0 (0.67), 2->0 (1.0)
-    assert _csr(rp, col) == ([0, 1, 2, 3, 3], [1, 0, 0])
-    rp, col = label_graph(HAND_LABELS, threshold=0.4, symmetric=True)
-    # plus 0->2 from 2->0
-    assert _csr(rp, col) == ([0, 2, 3, 4, 4], [1, 2, 0, 0])
-    # threshold edge: 0.5 is kept at 0.5 (>=), dropped just above
-    assert _csr(*label_graph(HAND_LABELS, threshold=0.5, symmetric=False)) == ([0, 1, 2, 3, 3], [1, 0, 0])
-    assert _csr(*label_graph(HAND_LABELS, threshold=0.51, symmetric=False)) == ([0, 0, 1, 2, 2], [0, 0])
-    assert _csr(*label_graph(HAND_LABELS, threshold=0.25, symmetric=False)) == ([0, 2, 3, 4, 4], [1, 2, 0, 0])
-    assert _csr(*label_graph(HAND_LABELS, threshold=1.0, symmetric=True)) == ([0, 1, 1, 2, 2], [2, 0])
-
-
-def test_label_graph_zero_count_and_no_self_loops():
-    # threshold 0: every occurring class links to every other class, the absent class 3 to none
-    rp, col = label_graph(HAND_LABELS, threshold=0.0, symmetric=False)
-    dense = csr_to_dense(rp, col)
-    assert not dense.diagonal().any()
-    assert not dense[3].any()
-    assert dense[:3].sum() == 9
-    rp, col = label_graph(np.zeros((4, 3), np.uint8))
-    assert rp.tolist() == [0, 0, 0, 0] and col.numel() == 0
-    # columns sorted within each row on a bigger random case
-    y = (np.random.default_rng(0).random((300, 9)) < 0.4).astype(np.uint8)
-    rp, col = label_graph(y, threshold=0.3)
-    for r in range(9):
-        seg = col[rp[r]:rp[r + 1]].tolist()
-        assert seg == sorted(seg) and r not in seg
-    d = csr_to_dense(rp, col)
-    assert np.array_equal(d, d.T)
-
-
-def test_label_graph_bad_input():
-    with pytest.raises(ValueError, match="labels"):
-        label_graph(np.array([0, 1, 1]))
-    with pytest.raises(ValueError, match="0/1"):
-        label_graph(np.array([[0, 2]]))
-    with pytest.raises(ValueError, match="threshold"):
-        label_graph(HAND_LABELS, threshold=1.5)
-
-
-def test_frequency_groups():
-    # prevalences 0.5, 0.05, 0.005 -> CXR-LT thresholds (10 %, 1 %)
-    prev = np.array([0.5, 0.2, 0.05, 0.02, 0.005])
-    assert frequency_groups(prev) == ["head", "head", "medium", "medium", "tail"]
-    assert frequency_groups(prev, method="threshold", head=0.3, tail=0.03) == \
-        ["head", "medium", "medium", "tail", "tail"]
-    # terciles when thresholds leave a group empty
-    prev6 = np.array([0.4, 0.3, 0.2, 0.15, 0.12, 0.11])
-    assert frequency_groups(prev6) == ["head", "head", "medium", "medium", "tail", "tail"]
-    assert frequency_groups(prev6, method="threshold") == ["head"] * 6
-    y = SyntheticComorbidity("train", num_samples=500).labels
-    g = frequency_groups(y)
-    assert len(g) == 12 and set(g) == {"head", "medium", "tail"}
-    assert g[0] == "head" and g[-1] == "tail"
-    with pytest.raises(ValueError, match="method"):
-        frequency_groups(prev, method="quartile")
 
 
 # ----------------------------------------------------------------------------- embeddings

@@ -39,3 +39,23 @@ def test_label_gcn_caches_graph_and_rebuilds_after_move():
 def test_label_gcn_rejects_malformed_graph():
     with pytest.raises(ValueError, match="col"):
         LabelGCN(torch.randn(4, 6), torch.tensor([0, 2, 3, 4, 4]), torch.tensor([1, 9, 0, 0]))
+
+
+def test_label_gcn_weighted_graph_with_explicit_self_loops():
+    # ML-GCN's re-weighted adjacency: self loops are weighted edges, so the op must not add I
+    rowptr = torch.tensor([0, 3, 5, 7, 8])
+    col = torch.tensor([0, 1, 2, 0, 1, 0, 2, 3])
+    value = torch.tensor([0.8, 0.1, 0.1, 0.2, 0.8, 0.2, 0.8, 0.8])
+    a = torch.zeros(4, 4, dtype=torch.float64)
+    a[torch.repeat_interleave(torch.arange(4), rowptr.diff()), col] = value.double()
+    dinv = a.sum(1).rsqrt()
+    a_hat = dinv[:, None] * a * dinv[None, :]
+    s0 = torch.randn(4, 6)
+    gcn = LabelGCN(s0, rowptr, col, hidden_dim=5, out_dim=3, value=value, add_self_loops=False).double()
+    assert not gcn.layer1.add_self_loops and not gcn.layer2.add_self_loops
+    s1 = F.leaky_relu(a_hat @ s0.double() @ gcn.layer1.weight, 0.2)
+    torch.testing.assert_close(gcn(), a_hat @ s1 @ gcn.layer2.weight)
+    # the default adds I on top of the explicit loops: a different operator
+    added = LabelGCN(s0, rowptr, col, hidden_dim=5, out_dim=3, value=value).double()
+    added.load_state_dict(gcn.state_dict())
+    assert not torch.allclose(added(), gcn())

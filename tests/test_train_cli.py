@@ -69,7 +69,7 @@ def test_evaluate_checkpoint(trained, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mAP" in printed and "macro AUC" in printed
     metrics = json.loads(out_json.read_text())
-    for key in ("mAP", "macro_auc", "f1_micro", "f1_macro", "per_class_ap", "group_map", "odir_score"):
+    for key in ("mAP", "macro_auc", "f1_micro", "f1_macro", "per_class_ap", "group_ap", "group_auc", "accuracy", "paper_avg", "odir_score"):
         assert key in metrics
     assert metrics["split"] == "val" and metrics["num_samples"] == 64
     # same checkpoint, same split -> the same numbers as the training run's validation

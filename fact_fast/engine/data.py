@@ -46,8 +46,8 @@ def _pipeline_overrides(cfg: TrainConfig) -> dict:
 def build_run_data(cfg: TrainConfig, splits=("train", "val", "test")) -> RunData:
     """Build the splits (train first) and everything derived from the TRAIN split only: the label
     graph, the frequency groups, the label embeddings and the prevalence."""
-    from fact_fast.data import build_dataset, frequency_groups, label_embeddings
-    from fact_fast.data.label_graph import build_label_graph, graph_report
+    from fact_fast.data import build_dataset, graph_report, label_embeddings, label_graph
+    from fact_fast.metrics import frequency_groups, load_groups
 
     kw = dict(cfg.dataset_kwargs or {})
     pipeline = _pipeline_overrides(cfg)
@@ -66,10 +66,8 @@ def build_run_data(cfg: TrainConfig, splits=("train", "val", "test")) -> RunData
             attach_cache(ds, cfg.cache_dir, ds.pipeline.resize_to, workers=max(cfg.workers, 1))
     train = datasets["train"]
     labels = np.asarray(train.labels, dtype=np.float32)
-    graph = build_label_graph(labels, method=cfg.graph, threshold=cfg.graph_threshold)
+    graph = label_graph(labels, cfg.graph, **dict(cfg.graph_kwargs or {}))
     if cfg.groups:
-        from fact_fast.metrics import load_groups
-
         groups = load_groups(cfg.groups, list(train.class_names))
     else:
         groups = list(frequency_groups(labels))

@@ -46,7 +46,7 @@ class GraphConv(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, normalize={self.normalize}")
+                f"bias={self.bias is not None}, normalize={self.normalize}, add_self_loops={self.add_self_loops}")
 
     def forward(self, x: torch.Tensor, rowptr: torch.Tensor | CSRGraph | None = None,
                 col: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,6 +72,9 @@ class LabelGCN(nn.Module):
 
     ``S⁰ [C, in_dim]`` (label text embeddings) and the CSR graph are registered buffers; weights
     have no bias (this matches the paper's parameter budget). ``forward()`` returns ``S [C, out_dim]``.
+    ``Â = D̃^{-1/2}(A + I)D̃^{-1/2}``; a graph whose self loops are already explicit, weighted edges
+    (ML-GCN's re-weighted adjacency) is passed with ``add_self_loops=False``, giving
+    ``Â = D^{-1/2} A D^{-1/2}``.
 
     The graph is validated once here and propagated through a cached
     :class:`~fact_fast.ops.CSRGraph` (its D̃^{-1/2} and transposed CSR are built once, not every
@@ -92,7 +95,6 @@ class LabelGCN(nn.Module):
         self.register_buffer("value", None if value is None else value.detach().float().clone())
         # validated once here (raises on a malformed graph); rebuilt unvalidated after a move
         self._graph: CSRGraph | None = CSRGraph(self.rowptr, self.col, self.value, num_classes)
-        # add_self_loops=False: the graph already carries its self loops (ML-GCN's re-weighting)
         self.layer1 = GraphConv(in_dim, hidden_dim, add_self_loops=add_self_loops)
         self.layer2 = GraphConv(hidden_dim, out_dim, add_self_loops=add_self_loops)
 
