@@ -90,6 +90,9 @@ def test_registered_names_and_paper_defaults():
     ("mlgcn_experts", {"expert_init": "zeros"}, "expert_init"),
     ("mlgcn_experts", {"attention_heads": 7}, "attention_heads"),
     ("mlgcn", {"dim": 3}, "dim"),
+    ("resnet50_focal", {"focal_alpha": "none"}, "focal_alpha.*null"),
+    ("mlgcn_experts", {"num_experts": 2.5}, "num_experts.*integer"),
+    ("mlgcn_experts", {"attention_dropout": 1.0}, "attention_dropout"),
 ])
 def test_bad_options_raise_naming_them(name, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -124,6 +127,18 @@ def test_forward_shapes(name):
         assert out.extras["classifiers"].shape == (C, 96)
     one = model.eval()(x[:1])
     assert one.scores.shape == (1, C)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_bf16_autocast_forward_backward(name):
+    model = tiny(name)
+    x, y = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    losses = model.loss(out, y, torch.ones_like(y, dtype=torch.bool))
+    assert losses["total"].dtype == torch.float32 and torch.isfinite(losses["total"])
+    losses["total"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 @pytest.mark.parametrize("name", BASELINES)

@@ -9,14 +9,14 @@ from fact_fast.nn import GlobalPool, LabelGCN, multilabel_soft_margin_loss
 from fact_fast.nn.pooling import POOLINGS
 
 from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
-from .trunk import TrunkConfig, build_backbone, check_positive
+from .trunk import TrunkConfig, build_backbone, check_number, check_positive
 
 __all__ = ["MLGCNConfig", "MLGCN", "label_gcn_for"]
 
 
 @dataclass
 class MLGCNConfig(TrunkConfig):
-    """Hyper-parameters; defaults from the ML-GCN paper, Sec. 4.1 (implementation details), and its
+    """Hyper-parameters; defaults from the ML-GCN paper (Sec. 4, "Implementation details") and its
     released code (megvii-research/ML-GCN ``models.py``):
 
     * ``gcn_hidden`` = 1024: the first GCN layer's output width ("two GCN layers with output
@@ -37,7 +37,8 @@ class MLGCNConfig(TrunkConfig):
     pooling: str = "max"
 
     def __post_init__(self):
-        check_positive(self, "gcn_hidden")
+        check_positive(self, "gcn_hidden", integer=True)
+        check_number(self, "gcn_negative_slope", low=0.0)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
 

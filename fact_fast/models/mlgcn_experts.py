@@ -12,7 +12,7 @@ from fact_fast.nn import GlobalPool, TransformerEncoderLayer, bce_loss, ride_div
 
 from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
 from .mlgcn import label_gcn_for
-from .trunk import TrunkConfig, build_backbone, check_positive
+from .trunk import TrunkConfig, build_backbone, check_number, check_positive
 
 __all__ = ["MLGCNExpertsConfig", "MLGCNExperts", "LABEL_ATTENTION", "EXPERT_INIT"]
 
@@ -53,17 +53,16 @@ class MLGCNExpertsConfig(TrunkConfig):
     expert_init: str = "copy"
 
     def __post_init__(self):
-        check_positive(self, "gcn_hidden", "lse_gamma", "attention_heads", "attention_ff_dim")
-        if int(self.num_experts) < 2:
-            raise ValueError(f"num_experts must be >= 2 (the diversity term compares experts), got {self.num_experts}")
-        if not 0.0 <= self.attention_dropout < 1.0:
-            raise ValueError(f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+        check_positive(self, "gcn_hidden", "attention_heads", "attention_ff_dim", integer=True)
+        check_positive(self, "lse_gamma")
+        check_number(self, "num_experts", low=2, integer=True)  # the diversity term compares experts
+        check_number(self, "attention_dropout", low=0.0, high=1.0, high_open=True)
+        check_number(self, "gcn_negative_slope", low=0.0)
+        check_number(self, "diversity_weight", low=0.0)
         if self.label_attention not in LABEL_ATTENTION:
             raise ValueError(f"label_attention must be one of {LABEL_ATTENTION}, got {self.label_attention!r}")
         if self.expert_init not in EXPERT_INIT:
             raise ValueError(f"expert_init must be one of {EXPERT_INIT}, got {self.expert_init!r}")
-        if not self.diversity_weight >= 0:
-            raise ValueError(f"diversity_weight must be >= 0, got {self.diversity_weight}")
 
 
 def _reinitialise(module: nn.Module) -> None:

@@ -10,7 +10,7 @@ from fact_fast.nn import CLASSIFICATION_LOSSES, GlobalPool
 from fact_fast.nn.classification_losses import REDUCTIONS
 
 from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
-from .trunk import TrunkConfig, build_backbone
+from .trunk import TrunkConfig, build_backbone, check_number
 
 __all__ = ["PooledLinearConfig", "PooledLinearClassifier"]
 
@@ -29,7 +29,8 @@ class PooledLinearConfig(TrunkConfig):
     * ``asl_detach_focusing`` = True: the official training script's
       ``disable_torch_grad_focal_loss=True`` (the focusing weights get no gradient).
     * ``focal_gamma`` = 2, ``focal_alpha`` = 0.25: focal-loss paper Table 1a/1b (the best pair,
-      "γ = 2, α = 0.25 works best"); ``None`` disables α-balancing.
+      "γ = 2, α = 0.25 works best"); ``None`` (``focal_alpha=null`` on the command line) disables
+      α-balancing.
     """
 
     criterion: str = "bce"
@@ -46,13 +47,10 @@ class PooledLinearConfig(TrunkConfig):
             raise ValueError(f"criterion must be one of {sorted(CLASSIFICATION_LOSSES)}, got {self.criterion!r}")
         if self.reduction not in REDUCTIONS or self.reduction == "none":
             raise ValueError(f"reduction must be 'mean' or 'sum', got {self.reduction!r}")
-        if not 0.0 <= self.asl_clip < 1.0:
-            raise ValueError(f"asl_clip must be in [0, 1), got {self.asl_clip}")
+        check_number(self, "asl_clip", low=0.0, high=1.0, high_open=True)
         for name in ("asl_gamma_neg", "asl_gamma_pos", "focal_gamma"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.focal_alpha is not None and not 0.0 <= self.focal_alpha <= 1.0:
-            raise ValueError(f"focal_alpha must be in [0, 1] or None, got {self.focal_alpha}")
+            check_number(self, name, low=0.0)
+        check_number(self, "focal_alpha", low=0.0, high=1.0, allow_none=True)
 
     def loss_options(self) -> dict:
         """The keyword arguments of the chosen loss function."""
