@@ -28,7 +28,7 @@ def sigmoid(z):
 
 
 def asl_direct(z, y, gamma_neg=4.0, gamma_pos=0.0, clip=0.05):
-    """ASL paper Eq. 1-7 element by element: p_m = max(p - m, 0), L+ = (1-p)^γ+ log p,
+    """ASL paper's loss element by element: p_m = max(p - m, 0), L+ = (1-p)^γ+ log p,
     L- = p_m^γ- log(1 - p_m), L = -y L+ - (1-y) L-."""
     z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=np.float64)
     out = np.zeros_like(z)

@@ -69,7 +69,7 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | N
 def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
                     reduction: str = "mean", gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05,
                     detach_focusing: bool = True) -> torch.Tensor:
-    """Asymmetric loss (ASL; Ridnik et al., ICCV'21, Eq. 1-7).
+    """Asymmetric loss (ASL; Ridnik et al., ICCV'21).
 
     With p = σ(z) and the shifted negative probability p_m = max(p − m, 0) (m = ``clip``)::
 
