@@ -93,7 +93,8 @@ class TrainConfig:
     min_lr_ratio: float = _opt(0.01, "final learning rate as a fraction of --lr")
     grad_clip: float | None = _opt(5.0, "clip the gradient norm to this value (none: off)")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps per stage (smoke tests; the LR schedule still spans --epochs)")
-    sampler: str = _opt("random", "training sampler", choices=("random", "class_aware"))
+    sampler: str = _opt("random", "training sampler: random, class_aware (class drawn at random, then a positive "
+                                  "image of it) or cycle (classes in turn)", choices=("random", "class_aware", "cycle"))
     ema_decay: float | None = _opt(None, "keep an EMA of the weights (timm ModelEmaV3) with this decay and "
                                          "validate/test it (e.g. 0.9998)")
     amp: bool = _opt(False, "mixed precision: bf16 autocast (CUDA; on CPU also bf16, usually slower)")

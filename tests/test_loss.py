@@ -1,23 +1,19 @@
 """FACT objective (SPEC §2.7): hand-computed formula, edge cases, BCE ablation."""
 import math
-from typing import NamedTuple
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fact_fast import ops
+from fact_fast.models import ModelOutput
 from fact_fast.nn import FACTLoss, fuzzy_loss_from_membership
 
 
-class Out(NamedTuple):
-    mu: torch.Tensor
-    embeddings: torch.Tensor
-    anchors: torch.Tensor
-    tau: torch.Tensor
-    commit_loss: torch.Tensor
-    codes: object = None
-    kernel: str = "gaussian"
+def Out(mu, embeddings, anchors, tau, commit_loss, codes=None, kernel="gaussian"):
+    """FACT's ModelOutput: scores = μ, the loss inputs in extras."""
+    return ModelOutput(mu, None, {"embeddings": embeddings, "anchors": anchors, "tau": tau,
+                                  "commit_loss": commit_loss, "codes": codes, "kernel": kernel})
 
 
 def hand_loss(e, s, y, tau, alpha=1.0, lam=10.0, delta=0.5, eps=1.0):
@@ -106,7 +102,7 @@ def test_bce_ablation_matches_formula():
     out = output(e, s, tau, commit=0.5)
     loss = FACTLoss("bce", gamma=0.5, logit_scale=4.0, threshold=0.3)(out, y)
     assert set(loss) == {"total", "bce", "commit"}
-    f = 4.0 * (out.mu - 0.3)
+    f = 4.0 * (out.scores - 0.3)
     p = torch.sigmoid(f)
     expected = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
     assert float(loss["bce"]) == pytest.approx(float(expected), rel=1e-5)
@@ -119,7 +115,7 @@ def test_other_kernels_use_memberships(kernel):
     y = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 0, 1]], dtype=torch.float64)
     out = output(e, s, tau, kernel=kernel)
     got = FACTLoss()(out, y)["fuzzy"]
-    assert float(got) == pytest.approx(float(fuzzy_loss_from_membership(out.mu, y)), rel=1e-6)
+    assert float(got) == pytest.approx(float(fuzzy_loss_from_membership(out.scores, y)), rel=1e-6)
 
 
 def test_empty_batch_and_bad_name():

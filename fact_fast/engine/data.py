@@ -14,7 +14,7 @@ from fact_fast.utils import distributed as du
 __all__ = ["RunData", "build_run_data", "make_loader", "set_loader_epoch", "ClassAwareSampler",
            "split_batch", "SAMPLERS"]
 
-SAMPLERS = ("random", "class_aware")
+SAMPLERS = ("random", "class_aware", "cycle")
 
 
 @dataclass
@@ -87,20 +87,29 @@ def build_run_data(cfg: TrainConfig, splits=("train", "val", "test")) -> RunData
 
 
 class ClassAwareSampler(Sampler):
-    """Class-aware (class-balanced) sampling for multi-label data: each draw picks a class
-    uniformly among those with a positive, then a random image positive for it (Shen et al.,
-    ECCV'16; the "cycle"/class-balanced samplers of the long-tail literature). ``num_samples``
-    per epoch defaults to the dataset size; under DDP each rank draws ``num_samples /
-    world_size`` from its own stream. Deterministic given ``(seed, epoch, rank)``."""
+    """Class-aware (class-balanced) sampling for multi-label data: each draw picks a class among
+    those with a positive, then a random image positive for it (Shen et al., ECCV'16).
 
-    def __init__(self, labels, seed: int = 0, num_samples: int | None = None, rank: int = 0, world_size: int = 1):
+    ``class_order``: ``"random"`` draws the class uniformly at random (sampler ``class_aware``);
+    ``"cycle"`` visits the classes in turn, 0, 1, ..., C−1, 0, ... (sampler ``cycle``: the
+    ``class_choice="cycle"`` of the multi-label balanced sampler that seed 002 uses), so every
+    run of C draws holds each class exactly once. The cycle continues across epochs and, under
+    DDP, is dealt round-robin to the ranks (draw k of rank r is global draw k·world_size + r).
+    ``num_samples`` per epoch defaults to the dataset size; under DDP each rank draws
+    ``num_samples / world_size``. Deterministic given ``(seed, epoch, rank)``."""
+
+    def __init__(self, labels, seed: int = 0, num_samples: int | None = None, rank: int = 0, world_size: int = 1,
+                 class_order: str = "random"):
+        if class_order not in ("random", "cycle"):
+            raise ValueError(f"class_order must be 'random' or 'cycle', got {class_order!r}")
         y = np.nan_to_num(np.asarray(labels, dtype=np.float32), nan=0.0) > 0.5
         self.per_class = [np.flatnonzero(y[:, c]) for c in range(y.shape[1]) if y[:, c].any()]
         if not self.per_class:
             raise ValueError("sampler: class_aware sampling needs at least one positive label in the train split")
         n = len(y) if num_samples is None else int(num_samples)
         self.num_samples = (n + world_size - 1) // world_size
-        self.seed, self.rank, self.epoch = int(seed), int(rank), 0
+        self.seed, self.rank, self.world_size, self.epoch = int(seed), int(rank), int(world_size), 0
+        self.class_order = class_order
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -110,7 +119,11 @@ class ClassAwareSampler(Sampler):
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, 0xCA5])
-        classes = rng.integers(0, len(self.per_class), self.num_samples)
+        if self.class_order == "cycle":
+            first = self.epoch * self.num_samples * self.world_size + self.rank
+            classes = (first + self.world_size * np.arange(self.num_samples, dtype=np.int64)) % len(self.per_class)
+        else:
+            classes = rng.integers(0, len(self.per_class), self.num_samples)
         for c in classes:
             members = self.per_class[c]
             yield int(members[rng.integers(0, len(members))])
@@ -121,8 +134,11 @@ def make_loader(ds, batch_size: int, *, train: bool, info: du.DistInfo, workers:
     """A DataLoader over ``ds`` with the collate that drops unreadable items and stacks views."""
     from fact_fast.data import collate
 
-    if train and sampler == "class_aware":
-        s: Sampler | None = ClassAwareSampler(ds.labels, seed, rank=info.rank, world_size=info.world_size)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if train and sampler in ("class_aware", "cycle"):
+        s: Sampler | None = ClassAwareSampler(ds.labels, seed, rank=info.rank, world_size=info.world_size,
+                                              class_order="cycle" if sampler == "cycle" else "random")
     elif train or info.distributed:
         # one shuffle for every world size: the permutation of epoch e depends only on (seed, e), and
         # rank r takes every world_size-th index, so N processes with batch b see, step by step, the

@@ -5,7 +5,11 @@
 from .base import (ModelOutput, MultiLabelModel, Stage, StageContext, TaskInfo, create_model, describe_models,
                    get_model_config, list_models, model_from_spec, model_spec, register_model)
 from .fact import FACT, FACTConfig
+from .mlgcn import MLGCN, MLGCNConfig
+from .mlgcn_experts import MLGCNExperts, MLGCNExpertsConfig
+from .pooled_linear import PooledLinearClassifier, PooledLinearConfig
 
 __all__ = ["MultiLabelModel", "ModelOutput", "Stage", "StageContext", "TaskInfo", "create_model", "list_models",
            "describe_models", "get_model_config", "register_model", "model_spec", "model_from_spec",
-           "FACT", "FACTConfig"]
+           "FACT", "FACTConfig", "PooledLinearClassifier", "PooledLinearConfig", "MLGCN", "MLGCNConfig",
+           "MLGCNExperts", "MLGCNExpertsConfig"]

@@ -2,17 +2,24 @@
 
 Layering: imports ``fact_fast.ops`` and torch/timm only.
 """
-from .backbone import Backbone
+from .backbone import Backbone, split_last_stage
+from .classification_losses import (CLASSIFICATION_LOSSES, asymmetric_loss, bce_loss, focal_loss,
+                                    multilabel_soft_margin_loss, ride_diversity_loss)
 from .gcn import GraphConv, LabelGCN
 from .interface import SemanticInterface
 from .losses import FACTLoss, LOSSES, fuzzy_loss_from_membership
 from .membership import KERNELS, FuzzyMembership
 from .modes import bn_stats_preserved, set_train_mode
+from .pooling import POOLINGS, GlobalPool, global_pool
 from .profiling import enable_nvtx, nvtx_enabled, stage
+from .transformer import MultiHeadAttention, TransformerEncoderLayer
 from .vq import VectorQuantizer
 
 __all__ = [
     "Backbone", "VectorQuantizer", "GraphConv", "LabelGCN", "SemanticInterface", "FuzzyMembership",
     "FACTLoss", "fuzzy_loss_from_membership", "KERNELS", "LOSSES", "enable_nvtx", "nvtx_enabled", "stage",
     "set_train_mode", "bn_stats_preserved",
+    "split_last_stage", "GlobalPool", "global_pool", "POOLINGS", "MultiHeadAttention", "TransformerEncoderLayer",
+    "CLASSIFICATION_LOSSES", "bce_loss", "asymmetric_loss", "focal_loss", "multilabel_soft_margin_loss",
+    "ride_diversity_loss",
 ]

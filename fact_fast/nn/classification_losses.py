@@ -1,0 +1,185 @@
+"""Multi-label classification losses of the baselines (FACT's own objective is in ``losses.py``).
+
+Every loss takes ``logits`` ``[B, C]`` (any float dtype; half precision is computed in float32),
+``targets`` ``[B, C]`` 0/1 and an optional ``mask`` bool ``[B, C]``, True where the label is
+known: unknown entries contribute nothing to the value or the gradient. ``reduction``:
+
+* ``"mean"``: mean over the known entries (0 when none is known);
+* ``"sum"``: sum over the known entries;
+* ``"none"``: the per-entry loss ``[B, C]``, 0 at unknown entries.
+
+:data:`CLASSIFICATION_LOSSES` maps a name to its function (``fn(logits, targets, mask=None,
+reduction="mean", **hyper_parameters)``); a new loss is one function plus one entry there.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .losses import masked_mean
+
+__all__ = ["CLASSIFICATION_LOSSES", "REDUCTIONS", "reduce_masked", "bce_loss", "asymmetric_loss", "focal_loss",
+           "multilabel_soft_margin_loss", "ride_diversity_loss"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
+        raise ValueError(f"logits must be a float [B, C] tensor, got "
+                         f"{getattr(logits, 'dtype', type(logits))} {list(getattr(logits, 'shape', []))}")
+    if not isinstance(targets, torch.Tensor) or targets.shape != logits.shape:
+        raise ValueError(f"targets must have the shape of logits {list(logits.shape)}, got "
+                         f"{list(getattr(targets, 'shape', [type(targets).__name__]))}")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
+                             or mask.shape != logits.shape):
+        raise ValueError(f"mask must be a bool tensor of shape {list(logits.shape)} (True = label known), got "
+                         f"{getattr(mask, 'dtype', type(mask))} {list(getattr(mask, 'shape', []))}")
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is half precision (autocast), else unchanged (float64 stays)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def reduce_masked(loss: torch.Tensor, mask: torch.Tensor | None, reduction: str = "mean") -> torch.Tensor:
+    """Reduce a per-entry loss ``[B, C]`` over the entries where ``mask`` is True (see module doc)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    # where(), not a product: an unknown entry's inf/NaN must not leak into the value
+    kept = loss if mask is None else torch.where(mask, loss, torch.zeros_like(loss))
+    if reduction == "mean":
+        return masked_mean(kept, mask)
+    if reduction == "sum":
+        return kept.sum()
+    return kept
+
+
+def bce_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
+             reduction: str = "mean") -> torch.Tensor:
+    """Binary cross-entropy with logits, ``−[y log σ(z) + (1−y) log(1−σ(z))]`` per entry."""
+    _check(logits, targets, mask)
+    z = _wide(logits)
+    per = F.binary_cross_entropy_with_logits(z, targets.to(z.dtype), reduction="none")
+    return reduce_masked(per, mask, reduction)
+
+
+def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
+                    reduction: str = "mean", gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05,
+                    detach_focusing: bool = True) -> torch.Tensor:
+    """Asymmetric loss (ASL; Ridnik et al., ICCV'21).
+
+    With p = σ(z) and the shifted negative probability p_m = max(p − m, 0) (m = ``clip``)::
+
+        L+ = (1 − p)^γ+ · log(p)
+        L− = p_m^γ− · log(1 − p_m)
+        L  = −y·L+ − (1 − y)·L−
+
+    Defaults γ− = 4, γ+ = 0, m = 0.05 are the paper's (Sec. 4, and the official training
+    script). The paper sums L over classes and samples; ``reduction="sum"`` gives that,
+    the default ``"mean"`` divides it by the number of known labels (see docs/baselines.md).
+    ``detach_focusing``: the focusing weights (1 − p)^γ+ and p_m^γ− are constants in the
+    backward, as the official code trains (``disable_torch_grad_focal_loss=True``); False
+    differentiates through them too. ``log(1 − p_m) = log(min(σ(−z) + m, 1))`` and
+    ``log p = log σ(z)`` are computed without the official code's 1e-8 clamp.
+    """
+    _check(logits, targets, mask)
+    if not 0.0 <= clip < 1.0:
+        raise ValueError(f"clip must be in [0, 1), got {clip}")
+    if gamma_neg < 0 or gamma_pos < 0:
+        raise ValueError(f"gamma_neg and gamma_pos must be >= 0, got {gamma_neg}, {gamma_pos}")
+    z = _wide(logits)
+    y = targets.to(z.dtype)
+    p = torch.sigmoid(z)
+    log_p = F.logsigmoid(z)
+    if clip > 0:
+        one_minus_pm = (torch.sigmoid(-z) + clip).clamp(max=1.0)  # 1 − max(p − m, 0)
+        log_one_minus_pm = torch.log(one_minus_pm)
+        p_m = 1.0 - one_minus_pm
+    else:
+        log_one_minus_pm = F.logsigmoid(-z)
+        p_m = p
+    w_pos, w_neg = (1.0 - p).pow(gamma_pos), p_m.pow(gamma_neg)
+    if detach_focusing:
+        w_pos, w_neg = w_pos.detach(), w_neg.detach()
+    per = -(y * w_pos * log_p + (1.0 - y) * w_neg * log_one_minus_pm)
+    return reduce_masked(per, mask, reduction)
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
+               reduction: str = "mean", gamma: float = 2.0, alpha: float | None = 0.25) -> torch.Tensor:
+    """Sigmoid focal loss (Lin et al., ICCV'17, Eq. 5): ``−α_t (1 − p_t)^γ log(p_t)`` with
+    p_t = p for a positive, 1 − p for a negative, α_t = α for a positive, 1 − α for a negative.
+
+    Defaults γ = 2, α = 0.25 are the paper's best pair (Table 1a/1b); ``alpha=None`` drops the
+    α-balancing. The paper normalises the sum by the number of positive anchors (detection);
+    here ``reduction`` applies (docs/baselines.md).
+    """
+    _check(logits, targets, mask)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] or None, got {alpha}")
+    z = _wide(logits)
+    y = targets.to(z.dtype)
+    ce = F.binary_cross_entropy_with_logits(z, y, reduction="none")  # −log p_t
+    p = torch.sigmoid(z)
+    p_t = y * p + (1.0 - y) * (1.0 - p)
+    per = (1.0 - p_t).pow(gamma) * ce
+    if alpha is not None:
+        per = (y * alpha + (1.0 - y) * (1.0 - alpha)) * per
+    return reduce_masked(per, mask, reduction)
+
+
+def multilabel_soft_margin_loss(logits: torch.Tensor, targets: torch.Tensor,
+                                mask: torch.Tensor | None = None) -> torch.Tensor:
+    """ML-GCN's objective, ``torch.nn.MultiLabelSoftMarginLoss``: per sample
+    ``−(1/C) Σ_c [y_c log σ(z_c) + (1 − y_c) log σ(−z_c)]``, averaged over the batch.
+
+    With a mask each sample averages over its own known labels (C becomes that sample's count),
+    then samples with at least one known label are averaged, so every sample keeps the weight it
+    has in the unmasked loss. Without a mask this equals ``bce_loss(..., reduction="mean")``.
+    """
+    _check(logits, targets, mask)
+    z = _wide(logits)
+    per = F.binary_cross_entropy_with_logits(z, targets.to(z.dtype), reduction="none")
+    if mask is None:
+        return per.mean() if per.numel() else per.sum()
+    w = mask.to(per.dtype)
+    known = w.sum(dim=1)
+    per_sample = torch.where(mask, per, torch.zeros_like(per)).sum(dim=1) / known.clamp_min(1.0)
+    return per_sample.sum() / (known > 0).sum().clamp_min(1).to(per.dtype)
+
+
+def ride_diversity_loss(expert_logits: torch.Tensor) -> torch.Tensor:
+    """RIDE-style expert diversity term (Wang et al., ICLR'21; seed 002 Eq. 3)::
+
+        L_div = −1/(n − 1) · Σ_i KL(p̄ ‖ p⁽ⁱ⁾),   p⁽ⁱ⁾ = softmax_c(z⁽ⁱ⁾),   p̄ = (1/n) Σ_i p⁽ⁱ⁾
+
+    averaged over the batch. ``expert_logits`` float ``[n, B, C]`` (n >= 2 experts). p̄ is a
+    constant in the backward (RIDE computes it under ``no_grad``), so each expert is pushed away
+    from the ensemble, not the ensemble towards it. Minimising L_div *increases* the
+    divergence, hence the minus sign. The term uses no labels: unknown labels do not matter.
+    """
+    if not isinstance(expert_logits, torch.Tensor) or expert_logits.dim() != 3 or not expert_logits.is_floating_point():
+        raise ValueError(f"expert_logits must be a float [n_experts, B, C] tensor, got "
+                         f"{list(getattr(expert_logits, 'shape', [type(expert_logits).__name__]))}")
+    n, B, _ = expert_logits.shape
+    if n < 2:
+        raise ValueError(f"ride_diversity_loss needs at least 2 experts, got {n}")
+    log_p = F.log_softmax(_wide(expert_logits), dim=-1)
+    with torch.no_grad():
+        log_p_bar = torch.logsumexp(log_p, dim=0) - math.log(n)  # log of the mean, without log(0)
+        p_bar = log_p_bar.exp()
+    kl = (p_bar * (log_p_bar - log_p)).sum(dim=-1)  # [n, B]: KL(p̄ ‖ p⁽ⁱ⁾) per expert and sample
+    return -kl.sum(dim=0).mean() / (n - 1) if B else kl.sum() * 0.0
+
+
+# name -> loss; each takes (logits, targets, mask=None, reduction="mean", **hyper-parameters)
+CLASSIFICATION_LOSSES = {
+    "bce": bce_loss,
+    "asl": asymmetric_loss,
+    "focal": focal_loss,
+}
