@@ -8,9 +8,12 @@ from .datasets import (DATASETS, ChestMNIST, CSVImageDataset, NIHChestXray14, bu
 from .label_embeddings import EMBEDDING_DIM, hashed_embeddings, label_embeddings, shipped_label_sets
 from .label_graph import (cooccurrence_probabilities, csr_to_dense, dense_to_csr, frequency_groups,
                           label_graph)
-from .label_sets import (CXR_LT_CLASS_NAMES, LABEL_SETS, NIH_CLASS_NAMES, ODIR_CLASS_NAMES,
-                         RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
+from .label_sets import (CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, LABEL_SETS, NIH_CLASS_NAMES,
+                         ODIR_CLASS_NAMES, RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
 from .synthetic import SyntheticComorbidity
+from .odir import ODIR5K
+from .cxr_lt import CXRLT
+from .rsna_ihd import RSNAIHD
 
 __all__ = [
     "MultiLabelDataset", "SyntheticComorbidity", "CSVImageDataset", "ChestMNIST", "NIHChestXray14",
@@ -18,5 +21,5 @@ __all__ = [
     "label_graph", "cooccurrence_probabilities", "frequency_groups", "dense_to_csr", "csr_to_dense",
     "label_embeddings", "hashed_embeddings", "shipped_label_sets", "EMBEDDING_DIM",
     "SYNTHETIC_CLASS_NAMES", "NIH_CLASS_NAMES", "ODIR_CLASS_NAMES", "RSNA_IHD_CLASS_NAMES",
-    "CXR_LT_CLASS_NAMES", "LABEL_SETS",
+    "CXR_LT_CLASS_NAMES", "CXR_LT_2023_CLASS_NAMES", "LABEL_SETS", "ODIR5K", "CXRLT", "RSNAIHD",
 ]

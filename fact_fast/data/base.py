@@ -191,9 +191,28 @@ class MultiViewDataset(torch.utils.data.Dataset):
     split = property(lambda self: self.base.split)
     class_names = property(lambda self: self.base.class_names)
     channels = property(lambda self: self.base.channels)
+    mean = property(lambda self: self.base.mean)
+    std = property(lambda self: self.base.std)
     num_classes = property(lambda self: self.base.num_classes)
     skipped = property(lambda self: self.base.skipped)
     label_prevalence = MultiLabelDataset.label_prevalence
+    patient_ids = property(lambda self: self._per_group("patient_ids"))
+    study_ids = property(lambda self: self._per_group("study_ids"))
+
+    @property
+    def transform(self):
+        return self.base.transform
+
+    @transform.setter
+    def transform(self, value):
+        # build_dataset attaches the pipeline to what the builder returns; the views are decoded
+        # and transformed by the per-image dataset
+        self.base.transform = value
+
+    def _per_group(self, attr):
+        """The per-image ids of the first view of each group (None when the base has none)."""
+        ids = getattr(self.base, attr, None)
+        return None if ids is None else [ids[m[0]] for m in self.members]
 
     def __len__(self) -> int:
         return len(self.members)
