@@ -26,7 +26,6 @@ are 0 / 1, blank = unknown (NaN); anything else is an error naming the file, row
 from __future__ import annotations
 
 import csv
-import glob
 import os
 import re
 
@@ -57,6 +56,31 @@ CXR_LT_VERSIONS = {
 }
 _PATH_COLUMNS = ("fpath", "path")
 _SUBJECT_IN_PATH = re.compile(r"(?:^|/)p(\d+)/s\d+/")
+_MIMIC_LEVEL = re.compile(r"[ps]\d+")  # files/p10/p10000032/s50414267/: never searched through
+
+
+def _find_dirs(root: str, name: str, max_depth: int = 5, max_dirs: int = 20000) -> list:
+    """Folders called ``name`` below ``root`` (breadth first, at most ``max_depth`` levels and
+    ``max_dirs`` folders visited), without descending into MIMIC-CXR's patient/study folders."""
+    found, level, visited = [], [root], 0
+    for _ in range(max_depth):
+        below = []
+        for d in level:
+            try:
+                entries = sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
+            except OSError:
+                continue
+            for e in entries:
+                path = os.path.join(d, e)
+                if e == name:
+                    found.append(path)
+                if not _MIMIC_LEVEL.fullmatch(e):
+                    below.append(path)
+            visited += len(entries)
+            if visited > max_dirs:
+                return found
+        level = below
+    return found
 
 
 def _header(path: str) -> list:
@@ -72,15 +96,15 @@ def _find_labels_dir(root, version, labels_dir):
         return labels_dir
     spec = CXR_LT_VERSIONS[version]
     train_file = spec["files"]["train"][0]
-    # the label folder itself, or a cxr-lt-<year>/ folder up to three levels below root
-    candidates = [root] + [d for depth in range(4) for d in sorted(glob.glob(
-        os.path.join(glob.escape(root), *(["*"] * depth), spec["folder"])))]
-    for d in candidates:
+    # the label folder itself, or a cxr-lt-<year>/ folder below root
+    if os.path.isfile(os.path.join(root, train_file)):
+        return root
+    for d in _find_dirs(root, spec["folder"]):
         if os.path.isfile(os.path.join(d, train_file)):
             return d
     raise FileNotFoundError(
-        f"cxr_lt: no CXR-LT {version} label folder under {root} (looked for {spec['folder']}/{train_file} "
-        f"up to three levels down); pass labels_dir=<folder holding {train_file}>")
+        f"cxr_lt: no CXR-LT {version} label folder under {root} (looked for {train_file} in it and in "
+        f"{spec['folder']}/ folders up to five levels down); pass labels_dir=<folder holding {train_file}>")
 
 
 def _split_file(labels_dir, version, split, split_files, classes):
@@ -94,11 +118,11 @@ def _split_file(labels_dir, version, split, split_files, classes):
     names = CXR_LT_VERSIONS[version]["files"][split]
     present = [os.path.join(labels_dir, n) for n in names if os.path.isfile(os.path.join(labels_dir, n))]
     for p in present:
-        if all(c in _header(p) for c in classes):
+        if any(c in _header(p) for c in classes):  # labelled; missing class columns are reported later
             return p
     if present:
-        raise ValueError(f"cxr_lt: {present[0]} has no label columns for the {len(classes)} CXR-LT {version} "
-                         f"classes (the unlabelled challenge file?); put the labelled file beside it "
+        raise ValueError(f"cxr_lt: {present[0]} has no label columns (none of the {len(classes)} CXR-LT {version} "
+                         f"classes: the unlabelled challenge file?); put the labelled file beside it "
                          f"({', '.join(names)}) or pass split_files={{{split!r}: <labelled csv>}}")
     raise FileNotFoundError(f"cxr_lt: no {split} label file in {labels_dir} (looked for {list(names)}); "
                             f"pass split_files={{{split!r}: <csv>}}")
@@ -151,16 +175,20 @@ def _find_image_root(root, image_root, rel_paths, where):
             raise FileNotFoundError(f"cxr_lt: image_root not found: {image_root}")
         return image_root
     # root itself, its parent when it is MIMIC-CXR-JPG's files/ folder, or a folder holding
-    # files/ up to three levels below root (e.g. physionet.org/files/mimic-cxr-jpg/2.0.0/)
-    candidates = [root]
-    if os.path.basename(os.path.normpath(root)) == "files":
-        candidates.append(os.path.dirname(os.path.normpath(root)))
-    candidates += [os.path.dirname(d) for depth in range(1, 4) for d in sorted(glob.glob(
-        os.path.join(glob.escape(root), *(["*"] * depth), "files")))]
+    # files/ below root (e.g. physionet.org/files/mimic-cxr-jpg/2.0.0/); searched only when
+    # root itself does not hold the images
     probe = rel_paths[:50]
-    for base in candidates:
-        if any(os.path.isfile(os.path.join(base, p)) for p in probe):
+
+    def holds_images(base):
+        return any(os.path.isfile(os.path.join(base, p)) for p in probe)
+
+    root = os.path.normpath(root)
+    for base in [root] + ([os.path.dirname(root)] if os.path.basename(root) == "files" else []):
+        if holds_images(base):
             return base
+    for files_dir in _find_dirs(root, "files"):
+        if holds_images(os.path.dirname(files_dir)):
+            return os.path.dirname(files_dir)
     raise FileNotFoundError(
         f"cxr_lt: none of the first images of {where} (e.g. {probe[0] if probe else '?'}) exists under "
         f"{root} or a folder holding files/ below it; pass image_root=<MIMIC-CXR-JPG folder holding files/>")
@@ -174,7 +202,7 @@ class CXRLT(MultiLabelDataset):
         split: "train", "val" (the development file) or "test".
         version: "2024" (40 classes, default) or "2023" (26 classes).
         labels_dir: folder holding the split files (default: ``root`` or a ``cxr-lt-<year>/``
-            folder up to three levels below it).
+            folder up to five levels below it).
         image_root: folder the ``path``/``fpath`` values are relative to (default: found under root).
         split_files: ``{split: csv}`` overriding the default file of a split.
         check_files: look every image up now; missing ones are dropped and listed in ``skipped``.
@@ -244,9 +272,10 @@ class CXRLT(MultiLabelDataset):
                 except (FileNotFoundError, ValueError):
                     continue  # no (labelled) file for that split: nothing to leak into
                 sources[other_path] = _read_ids(other_path)
-            kinds = {k for k, _ in sources.values()}
-            if len(kinds) == 1 and "" not in kinds:
-                check_disjoint_groups({p: ids for p, (_, ids) in sources.items()}, what=kinds.pop())
+            kind, ids = sources.pop(path)
+            for other_path, (other_kind, other_ids) in sources.items():
+                if kind and other_kind == kind:
+                    check_disjoint_groups({path: ids, other_path: other_ids}, what=kind, dataset="cxr_lt")
 
         image_root = _find_image_root(root, image_root, rel, path) if rows else root
         paths = [os.path.join(image_root, p) for p in rel]
