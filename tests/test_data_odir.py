@@ -87,11 +87,12 @@ def challenge_root(tmp_path):
 @pytest.fixture
 def csv_root(tmp_path):
     """The common re-distribution, CSV-exported: ODIR-5K/ODIR-5K/data.csv beside Training Images/."""
-    base = tmp_path / "ODIR-5K" / "ODIR-5K"
+    root = tmp_path / "csv_layout"  # apart from challenge_root's files when a test uses both
+    base = root / "ODIR-5K" / "ODIR-5K"
     base.mkdir(parents=True)
     write_csv(base / "data.csv")
     write_images(base / "Training Images")
-    return str(tmp_path)
+    return str(root)
 
 
 def _all_splits(root, **kw):
@@ -119,8 +120,9 @@ def test_labels_splits_and_paths(layout, request):
             assert os.path.basename(path) == f"{pid}_{eye}.jpg" and os.path.isfile(path)
         assert len(d) == 2 * len(set(d.patient_ids)) and d.skipped == []
     tr = parts["train"]
-    k = tr.patient_ids.index(tr.patient_ids[0])
-    assert tr.keywords[k] == dict((str(p), (lk, rk)) for p, lk, rk, _ in PATIENTS)[tr.patient_ids[0]][0]
+    keywords = {str(p): (lk, rk) for p, lk, rk, _ in PATIENTS}
+    assert tr.eye[:2] == ["left", "right"] and tr.patient_ids[0] == tr.patient_ids[1]
+    assert tuple(tr.keywords[:2]) == keywords[tr.patient_ids[0]]
     # the split depends on the seed, is reproducible, and is the same for every eyes mode
     assert ODIR5K(root, "test").patient_ids == parts["test"].patient_ids
     assert set(ODIR5K(root, "test", eyes="left").patient_ids) == set(parts["test"].patient_ids)
@@ -131,6 +133,7 @@ def test_labels_splits_and_paths(layout, request):
 def test_workbook_and_csv_export_agree(challenge_root, csv_root):
     for split in ("train", "test"):
         a, b = ODIR5K(challenge_root, split), ODIR5K(csv_root, split)
+        assert a.annotations.endswith("V2.xlsx") and b.annotations.endswith(os.path.join("ODIR-5K", "data.csv"))
         assert a.patient_ids == b.patient_ids and a.eye == b.eye
         np.testing.assert_array_equal(a.labels, b.labels)
 
@@ -144,16 +147,16 @@ def test_explicit_paths(tmp_path):
     assert ds2.paths == ds.paths
 
 
-def test_eyes_left_right(challenge_root):
+def test_eyes_left_right(csv_root):
     for eye in ("left", "right"):
-        d = ODIR5K(challenge_root, "train", eyes=eye)
+        d = ODIR5K(csv_root, "train", eyes=eye)
         assert len(d) == 7 and set(d.eye) == {eye}
         assert all(p.endswith(f"_{eye}.jpg") for p in d.paths)
         _check_patient_labels(d)
 
 
 def test_eyes_both_is_one_item_per_patient(tmp_path):
-    write_workbook(tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.xlsx")
+    write_csv(tmp_path / "ODIR-5K_Training_Annotations(Updated)_V2.csv")
     write_images(tmp_path / "ODIR-5K_Training_Dataset")
     one_eyed = ODIR5K(str(tmp_path), "train").patient_ids[0]  # its right image goes missing
     missing = tmp_path / "ODIR-5K_Training_Dataset" / f"{one_eyed}_right.jpg"
@@ -181,8 +184,8 @@ def test_eyes_both_is_one_item_per_patient(tmp_path):
                                   np.array(COLOURS[(int(ds.group_ids[g]), "left")]) // 16)
 
 
-def test_colour_input(challenge_root):
-    ds = ODIR5K(challenge_root, "train")
+def test_colour_input(csv_root):
+    ds = ODIR5K(csv_root, "train")
     for i in range(len(ds)):
         raw = ds.load_raw(i)
         assert raw.dtype == np.uint8 and raw.shape == (24, 32, 3)
@@ -190,7 +193,7 @@ def test_colour_input(challenge_root):
         want = np.array(COLOURS[(int(ds.patient_ids[i]), ds.eye[i])])
         assert np.abs(centre - want).max() <= 12  # JPEG, but the channels are kept apart
         assert (raw[0, 0] < 10).all()  # black corner
-    ds = build_dataset("odir", "val", root=challenge_root, image_size=16, eyes="each")
+    ds = build_dataset("odir", "val", root=csv_root, image_size=16, eyes="each")
     x, y = ds[0]
     assert x.shape == (3, 16, 16) and not torch.equal(x[0], x[1])  # not a replicated gray image
 
@@ -224,19 +227,19 @@ def test_crop_fundus_border_synthetic():
         crop_fundus_border(img2.astype(np.float32))
 
 
-def test_crop_border_in_reader(challenge_root):
-    ds = ODIR5K(challenge_root, "val", crop_border=True)
+def test_crop_border_in_reader(csv_root):
+    ds = ODIR5K(csv_root, "val", crop_border=True)
     for i in range(len(ds)):
         raw = ds.load_raw(i)
         # square, and narrower than the 32 px photo (JPEG ringing around the 22 px disc may add a few)
         assert raw.shape[0] == raw.shape[1] and 22 <= raw.shape[0] < 32
-    assert ODIR5K(challenge_root, "val").load_raw(0).shape == (24, 32, 3)
+    assert ODIR5K(csv_root, "val").load_raw(0).shape == (24, 32, 3)
 
 
-def test_class_names_use_the_shipped_embeddings(challenge_root):
+def test_class_names_use_the_shipped_embeddings(csv_root):
     le = importlib.import_module("fact_fast.data.label_embeddings")  # the package attribute is the function
 
-    ds = ODIR5K(challenge_root, "test")
+    ds = ODIR5K(csv_root, "test")
     shipped = np.load(le.EMBEDDINGS_DIR / "odir.npy")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the hashed fallback warns: it must not be reached
@@ -297,10 +300,12 @@ def test_corrupt_workbook_names_the_file(tmp_path):
         ODIR5K(str(tmp_path), "train")
 
 
-def test_missing_openpyxl_is_a_clear_error(challenge_root, monkeypatch):
+def test_missing_openpyxl_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "data.xlsx").write_bytes(b"PK")  # never opened: openpyxl is missing
+    (tmp_path / "Training Images").mkdir()
     monkeypatch.setitem(sys.modules, "openpyxl", None)
     with pytest.raises(ImportError, match="needs openpyxl.*CSV export"):
-        ODIR5K(challenge_root, "train")
+        ODIR5K(str(tmp_path), "train")
 
 
 def test_missing_and_unreadable_images(tmp_path):
