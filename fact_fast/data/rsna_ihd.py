@@ -69,8 +69,11 @@ def read_rsna_labels(path: str) -> tuple[list, np.ndarray, int, list]:
     duplicate rows dropped and the ``(image_id, subtype)`` pairs whose rows disagree.
     """
     index = {name: k for k, name in enumerate(RSNA_IHD_CLASS_NAMES)}
+    width = len(index)
+    unknown = float("nan")
+    value_of = {"0": 0.0, "1": 1.0}
     ids, rows_of = [], {}
-    labels: list = []
+    flat: list = []  # row-major [N * 6]; shared float objects keep 4.5M cells small
     duplicates, conflicts = 0, []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -78,31 +81,34 @@ def read_rsna_labels(path: str) -> tuple[list, np.ndarray, int, list]:
         if header[:2] != ["ID", "Label"]:
             raise ValueError(f"rsna_ihd: {path} must start with the columns ['ID', 'Label'], got {header}")
         for n, r in enumerate(reader, start=2):
-            if not r or not any(c.strip() for c in r):
-                continue
-            if len(r) < 2:
-                raise ValueError(f"rsna_ihd: row {n} of {path} has {len(r)} field(s): {r}")
+            if len(r) != 2:
+                if not any(c.strip() for c in r):
+                    continue
+                if len(r) < 2:
+                    raise ValueError(f"rsna_ihd: row {n} of {path} has {len(r)} field(s): {r}")
             key, value = r[0].strip(), r[1].strip()
             image, _, subtype = key.rpartition("_")
-            if not image.startswith("ID_") or subtype not in index:
+            c = index.get(subtype)
+            if c is None or not image.startswith("ID_"):
                 raise ValueError(f"rsna_ihd: row {n} of {path}: ID {key!r} is not ID_<image>_<subtype> "
                                  f"with a subtype in {list(RSNA_IHD_CLASS_NAMES)}")
-            if value not in ("0", "1"):
+            v = value_of.get(value)
+            if v is None:
                 raise ValueError(f"rsna_ihd: row {n} of {path}: Label of {key} is {value!r}; expected 0 or 1")
             k = rows_of.get(image)
             if k is None:
                 k = rows_of[image] = len(ids)
                 ids.append(image)
-                labels.append([np.nan] * len(index))
-            c, v = index[subtype], float(value)
-            old = labels[k][c]
-            if old != old:  # NaN: first row for this (image, subtype)
-                labels[k][c] = v
+                flat.extend([unknown] * width)
+            cell = k * width + c
+            old = flat[cell]
+            if old is unknown:  # first row for this (image, subtype)
+                flat[cell] = v
             elif old == v:
                 duplicates += 1
             elif (image, subtype) not in conflicts:
                 conflicts.append((image, subtype))
-    lab = np.asarray(labels, dtype=np.float32).reshape(-1, len(index))
+    lab = np.asarray(flat, dtype=np.float32).reshape(-1, width)
     for image, subtype in conflicts:
         lab[rows_of[image], index[subtype]] = np.nan
     if conflicts:
@@ -110,6 +116,20 @@ def read_rsna_labels(path: str) -> tuple[list, np.ndarray, int, list]:
                       f"duplicate rows (e.g. {conflicts[:3]}); those labels are unknown (NaN)",
                       RuntimeWarning, stacklevel=2)
     return ids, lab, duplicates, conflicts
+
+
+_LABELS_MEMO: dict = {}
+
+
+def _read_labels_once(path: str):
+    """:func:`read_rsna_labels`, remembered for the last file read (train, val and test are built
+    from the same 4.5M-row CSV, which takes seconds to parse)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _LABELS_MEMO:
+        _LABELS_MEMO.clear()
+        _LABELS_MEMO[key] = read_rsna_labels(path)
+    return _LABELS_MEMO[key]
 
 
 def dicom_to_hu(ds) -> np.ndarray:
@@ -321,7 +341,7 @@ class RSNAIHD(MultiLabelDataset):
         self.windows = _check_windows(windows)
         _pydicom()  # fail early, before reading a 4.5M-row CSV, when pydicom is missing
         csv_path, image_dir = self._find_layout(root, csv, image_dir)
-        image_ids, labels, self.duplicate_rows, self.label_conflicts = read_rsna_labels(csv_path)
+        image_ids, labels, self.duplicate_rows, self.label_conflicts = _read_labels_once(csv_path)
         workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
         table, sizes, self.header_cache = _scan_headers(image_dir, image_ids, header_cache, workers)
 
