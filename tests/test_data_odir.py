@@ -333,3 +333,16 @@ def test_missing_and_unreadable_images(tmp_path):
     (empty / "Training Images").mkdir()
     with pytest.raises(FileNotFoundError, match="none of the train images"):
         ODIR5K(str(empty), "train")
+
+
+def test_multiview_items_through_loader_workers(csv_root):
+    import pickle
+
+    ds = build_dataset("odir", "train", root=csv_root, image_size=16)
+    clone = pickle.loads(pickle.dumps(ds))  # what a spawned worker receives
+    assert clone.group_ids == ds.group_ids and clone.base.paths == ds.base.paths
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate)
+    batches = list(loader)
+    assert [b[0].shape for b in batches] == [(4, 2, 3, 16, 16), (3, 2, 3, 16, 16)]
+    assert torch.equal(torch.cat([b[1] for b in batches]), torch.from_numpy(ds.labels))
+    assert all(b[2].all() for b in batches)
