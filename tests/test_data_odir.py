@@ -260,7 +260,7 @@ def test_bad_annotations(tmp_path):
     rows = _rows()
     rows[3][HEADER.index("H")] = 2
     write_csv(ann, rows=rows)
-    with pytest.raises(ValueError, match=r"V2\.csv: column 'H' of patient ID 3 is '2'"):
+    with pytest.raises(ValueError, match=r"V2\.csv: patient ID 3, column 'H' is '2'"):
         ODIR5K(str(tmp_path), "train")
     # a duplicated patient
     write_csv(ann, rows=_rows() + [_rows()[0]])

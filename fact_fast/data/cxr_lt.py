@@ -31,7 +31,7 @@ import re
 
 import numpy as np
 
-from .base import MultiLabelDataset, MultiViewDataset, check_split
+from .base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
 from .datasets import read_image_file
 from .label_sets import CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES
 from .splits import check_disjoint_groups
@@ -126,18 +126,6 @@ def _split_file(labels_dir, version, split, split_files, classes):
                          f"({', '.join(names)}) or pass split_files={{{split!r}: <labelled csv>}}")
     raise FileNotFoundError(f"cxr_lt: no {split} label file in {labels_dir} (looked for {list(names)}); "
                             f"pass split_files={{{split!r}: <csv>}}")
-
-
-def _label_value(text: str, where) -> float:
-    if text == "":
-        return np.nan
-    try:
-        v = float(text)
-    except ValueError:
-        v = None
-    if v not in (0.0, 1.0):
-        raise ValueError(f"{where()} is {text!r}; expected 0 or 1 (blank = unknown)")
-    return v
 
 
 def _read_ids(path: str) -> tuple[str, list]:
@@ -242,7 +230,7 @@ class CXRLT(MultiLabelDataset):
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = [h.strip() for h in next(reader, [])]
-            rows = [r for r in reader if any(c.strip() for c in r)]
+            rows = [r for r in reader if any(r)]  # skip empty lines
         pcol = next((c for c in _PATH_COLUMNS if c in header), None)
         missing = ([] if pcol else ["fpath (or path)"]) + [c for c in ["study_id"] + classes if c not in header]
         if missing:
@@ -252,8 +240,7 @@ class CXRLT(MultiLabelDataset):
             if len(r) != len(header):
                 raise ValueError(f"cxr_lt: row {n + 2} of {path} has {len(r)} fields, the header {len(header)}")
         rel = [r[col[pcol]].strip() for r in rows]
-        labels = np.array([[_label_value(r[col[c]].strip(), lambda: f"cxr_lt: {path}: row {n + 2}, column {c!r}")
-                            for c in classes] for n, r in enumerate(rows)], dtype=np.float32)
+        labels = parse_label_cells(rows, [col[c] for c in classes], classes, f"cxr_lt: {path}")
         study = [r[col["study_id"]].strip() for r in rows]
         dicom = [r[col["dicom_id"]].strip() for r in rows] if "dicom_id" in col else None
         if "subject_id" in col:
@@ -290,7 +277,7 @@ class CXRLT(MultiLabelDataset):
                     self.skipped.append((p, "file not found"))
         idx = np.flatnonzero(keep)
         self.paths = [paths[k] for k in idx]
-        self.labels = labels.reshape(-1, len(classes))[idx]
+        self.labels = labels[idx]
         self.study_ids = [study[k] for k in idx]
         self.patient_ids = None if subject is None else [subject[k] for k in idx]
         self.dicom_ids = None if dicom is None else [dicom[k] for k in idx]

@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from .base import MultiLabelDataset, MultiViewDataset, check_split
+from .base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
 from .datasets import read_image_file
 from .label_sets import ODIR_CLASS_NAMES
 from .splits import group_split
@@ -85,18 +85,6 @@ def _cell_text(v) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v).strip()
-
-
-def _label_value(text: str, where: str) -> float:
-    if text == "":
-        return np.nan
-    try:
-        v = float(text)
-    except ValueError:
-        v = None
-    if v not in (0.0, 1.0):
-        raise ValueError(f"{where} is {text!r}; expected 0 or 1 (blank = unknown)")
-    return v
 
 
 def crop_fundus_border(img: np.ndarray, threshold: int = 10, min_fraction: float = 0.01) -> np.ndarray:
@@ -202,29 +190,27 @@ class ODIR5K(MultiLabelDataset):
         if missing:
             raise ValueError(f"odir: columns {missing} missing from {ann} (columns: {header})")
         col = {h: k for k, h in enumerate(header)}
-        cell = lambda r, c: r[col[c]] if col[c] < len(r) else ""  # noqa: E731 (short rows)
+        rows = [r + [""] * (len(header) - len(r)) for r in rows]  # CSV rows may end early
 
-        ids, labels, files, keywords = [], [], [], []
+        ids, files, keywords = [], [], []
         seen = set()
         for r in rows:
-            pid = cell(r, "ID")
+            pid = r[col["ID"]]
             if pid == "":
                 raise ValueError(f"odir: a row of {ann} has an empty ID: {r}")
             if pid in seen:
                 raise ValueError(f"odir: patient ID {pid} appears twice in {ann}")
             seen.add(pid)
             ids.append(pid)
-            labels.append([_label_value(cell(r, c), f"odir: {ann}: column {c!r} of patient ID {pid}")
-                           for c in ODIR_LABEL_COLUMNS])
-            pair = []
-            for side, column in (("left", "Left-Fundus"), ("right", "Right-Fundus")):
-                name = cell(r, column)
+            pair = [r[col[c]] for c in ("Left-Fundus", "Right-Fundus")]
+            for name, column in zip(pair, ("Left-Fundus", "Right-Fundus")):
                 if name == "":
                     raise ValueError(f"odir: {ann}: {column} of patient ID {pid} is empty")
-                pair.append(name)
             files.append(pair)
-            keywords.append([cell(r, c) if c in col else "" for c in
+            keywords.append([r[col[c]] if c in col else "" for c in
                              ("Left-Diagnostic Keywords", "Right-Diagnostic Keywords")])
+        labels = parse_label_cells(rows, [col[c] for c in ODIR_LABEL_COLUMNS], ODIR_LABEL_COLUMNS,
+                                   f"odir: {ann}", row_name=lambda i: f"patient ID {ids[i]}")
 
         keep = set(group_split(ids, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                                salt=0x0D1B)[split].tolist())
@@ -244,7 +230,7 @@ class ODIR5K(MultiLabelDataset):
         if keep and not self.paths:
             raise FileNotFoundError(f"odir: none of the {split} images named in {ann} is in {images} "
                                     f"(first missing: {self.skipped[0][0]})")
-        self.labels = np.asarray(labels, dtype=np.float32).reshape(-1, len(ODIR_LABEL_COLUMNS))[rows_of]
+        self.labels = labels[rows_of]
         self.class_names = list(ODIR_CLASS_NAMES)
         self.annotations, self.image_dir = ann, images
         self.crop_border, self.border_threshold = bool(crop_border), int(border_threshold)
