@@ -243,3 +243,18 @@ def test_bad_label_files(tmp_path):
         CXRLT(root, "train", version="2023")
     with pytest.raises(ValueError, match="needs root"):
         build_dataset("cxr_lt", "train")
+
+
+def test_label_cells():
+    from fact_fast.data.base import parse_label_cells
+
+    rows = [["a", "1", "0", ""], ["b", " 1 ", "1.0", "0.0"]]
+    got = parse_label_cells(rows, [1, 2, 3], ["X", "Y", "Z"], "f.csv")
+    np.testing.assert_array_equal(got, [[1, 0, np.nan], [1, 1, 0]])
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(parse_label_cells(rows, [2], ["Y"], "f.csv"), [[0], [1]])
+    assert parse_label_cells(rows, [], [], "f.csv").shape == (2, 0)
+    with pytest.raises(ValueError, match=r"f\.csv: row 3, column 'Z' is 'yes'"):
+        parse_label_cells(rows + [["c", "0", "0", "yes"]], [1, 2, 3], ["X", "Y", "Z"], "f.csv")
+    with pytest.raises(ValueError, match=r"f\.csv: patient c, column 'X' is '2'"):
+        parse_label_cells([["c", "2"]], [1], ["X"], "f.csv", row_name=lambda i: "patient c")
