@@ -254,7 +254,7 @@ def test_label_cells():
     assert got.dtype == np.float32
     np.testing.assert_array_equal(parse_label_cells(rows, [2], ["Y"], "f.csv"), [[0], [1]])
     assert parse_label_cells(rows, [], [], "f.csv").shape == (2, 0)
-    with pytest.raises(ValueError, match=r"f\.csv: row 3, column 'Z' is 'yes'"):
+    with pytest.raises(ValueError, match=r"f\.csv: row 4, column 'Z' is 'yes'"):
         parse_label_cells(rows + [["c", "0", "0", "yes"]], [1, 2, 3], ["X", "Y", "Z"], "f.csv")
     with pytest.raises(ValueError, match=r"f\.csv: patient c, column 'X' is '2'"):
         parse_label_cells([["c", "2"]], [1], ["X"], "f.csv", row_name=lambda i: "patient c")
