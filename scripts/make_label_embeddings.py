@@ -66,7 +66,9 @@ def main(argv=None) -> int:
     model, model_name = _load_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    index = {}
+    # --sets recomputes some sets: keep the index entries of the others
+    index_path = out / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     for set_name, (names, template) in ls.LABEL_SETS.items():
         if args.sets and set_name not in args.sets:
             continue
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
         (out / f"{set_name}.json").write_text(json.dumps(meta, indent=2) + "\n")
         index[set_name] = {"file": f"{set_name}.npy", "num_classes": len(names), "model": model_name}
         print(f"{set_name}: {emb.shape} -> {out / (set_name + '.npy')}")
-    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
     return 0
 
 

@@ -8,10 +8,13 @@ from .datasets import (DATASETS, ChestMNIST, CSVImageDataset, NIHChestXray14, bu
 from .label_embeddings import EMBEDDING_DIM, hashed_embeddings, label_embeddings, shipped_label_sets
 from .label_graph import (DEFAULT_GRAPH, GRAPH_METHODS, CooccurrenceCounts, LabelGraph, cooccurrence_counts,
                           cooccurrence_probabilities, graph_report, label_graph)
-from .label_sets import (CXR_LT_CLASS_NAMES, LABEL_SETS, NIH_CLASS_NAMES, ODIR_CLASS_NAMES,
-                         RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
+from .label_sets import (CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, LABEL_SETS, NIH_CLASS_NAMES,
+                         ODIR_CLASS_NAMES, RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
 from .synthetic import SyntheticComorbidity
 from .transforms import ImagePipeline
+from .odir import ODIR5K
+from .cxr_lt import CXRLT
+from .rsna_ihd import RSNAIHD
 
 __all__ = [
     "MultiLabelDataset", "MultiViewDataset", "collate", "ImagePipeline", "SyntheticComorbidity", "CSVImageDataset", "ChestMNIST", "NIHChestXray14",
@@ -20,5 +23,5 @@ __all__ = [
     "CooccurrenceCounts", "cooccurrence_probabilities",
     "label_embeddings", "hashed_embeddings", "shipped_label_sets", "EMBEDDING_DIM",
     "SYNTHETIC_CLASS_NAMES", "NIH_CLASS_NAMES", "ODIR_CLASS_NAMES", "RSNA_IHD_CLASS_NAMES",
-    "CXR_LT_CLASS_NAMES", "LABEL_SETS",
+    "CXR_LT_CLASS_NAMES", "CXR_LT_2023_CLASS_NAMES", "LABEL_SETS", "ODIR5K", "CXRLT", "RSNAIHD",
 ]

@@ -47,6 +47,35 @@ def as_label_matrix(labels, num_classes: int, where: str) -> np.ndarray:
     return arr
 
 
+_LABEL_CELLS = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0, "": float("nan")}
+
+
+def parse_label_cells(rows: Sequence, columns: Sequence[int], names: Sequence[str], where: str,
+                      row_name: Callable[[int], str] = lambda i: f"row {i + 2}") -> np.ndarray:
+    """Label cells of a table (strings) -> float32 ``[N, C]``.
+
+    ``"1"`` / ``"0"`` (or ``"1.0"`` / ``"0.0"``) are positive / negative, a blank cell is unknown
+    (NaN); any other value raises ``ValueError`` naming ``where`` (the file), the row
+    (``row_name(i)``, by default its line in a CSV with one header line) and the column
+    (``names[j]`` for ``columns[j]``).
+    """
+    out = np.empty((len(rows), len(columns)), dtype=np.float32)
+    if not len(columns):
+        return out
+    get = _LABEL_CELLS.get
+    pick = operator.itemgetter(*columns) if len(columns) > 1 else (lambda r: (r[columns[0]],))
+    for i, r in enumerate(rows):
+        values = list(map(get, pick(r)))  # 10M cells for CXR-LT's train file: keep the loop in C
+        if None in values:
+            values = [get(c.strip()) for c in pick(r)]
+            if None in values:
+                j = values.index(None)
+                raise ValueError(f"{where}: {row_name(i)}, column {names[j]!r} is {r[columns[j]]!r}; "
+                                 "expected 0 or 1 (blank = unknown)")
+        out[i] = values
+    return out
+
+
 class MultiLabelDataset(torch.utils.data.Dataset):
     """A multi-label image dataset (see ``docs/architecture.md``).
 
@@ -193,9 +222,28 @@ class MultiViewDataset(torch.utils.data.Dataset):
     split = property(lambda self: self.base.split)
     class_names = property(lambda self: self.base.class_names)
     channels = property(lambda self: self.base.channels)
+    mean = property(lambda self: self.base.mean)
+    std = property(lambda self: self.base.std)
     num_classes = property(lambda self: self.base.num_classes)
     skipped = property(lambda self: self.base.skipped)
     label_prevalence = MultiLabelDataset.label_prevalence
+    patient_ids = property(lambda self: self._per_group("patient_ids"))
+    study_ids = property(lambda self: self._per_group("study_ids"))
+
+    @property
+    def transform(self):
+        return self.base.transform
+
+    @transform.setter
+    def transform(self, value):
+        # build_dataset attaches the pipeline to what the builder returns; the views are decoded
+        # and transformed by the per-image dataset
+        self.base.transform = value
+
+    def _per_group(self, attr):
+        """The per-image ids of the first view of each group (None when the base has none)."""
+        ids = getattr(self.base, attr, None)
+        return None if ids is None else [ids[m[0]] for m in self.members]
 
     def __len__(self) -> int:
         return len(self.members)

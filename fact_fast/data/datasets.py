@@ -317,12 +317,24 @@ def _build_nih(split, root=None, image_size=224, seed=0, **kw):
     return NIHChestXray14(root, split, image_size=image_size, seed=seed, **kw)
 
 
+def _reader(module: str, builder: str):
+    """Builder imported on first use (the reader modules import read_image_file from here)."""
+    def build(split, **kw):
+        import importlib
+
+        return getattr(importlib.import_module(module, __package__), builder)(split, **kw)
+    return build
+
+
 # name -> builder(split, root=..., image_size=..., seed=..., **kwargs) -> MultiLabelDataset
 DATASETS = {
     "synthetic": _build_synthetic,
     "csv": _build_csv,
     "chestmnist": _build_chestmnist,
     "nih": _build_nih,
+    "odir": _reader(".odir", "build_odir"),
+    "cxr_lt": _reader(".cxr_lt", "build_cxr_lt"),
+    "rsna_ihd": _reader(".rsna_ihd", "build_rsna_ihd"),
 }
 
 

@@ -62,7 +62,39 @@ RSNA_IHD_CLASS_NAMES = [
     "subdural",
 ]
 
-# CXR-LT (MIMIC-CXR long-tailed, 40 classes), alphabetical as in the FACT paper's Tab. 14.
+# CXR-LT 2023 (MIMIC-CXR long-tailed, 26 classes): the class columns of the challenge's
+# train.csv / development.csv / test.csv, in file order (alphabetical, "No Finding" included).
+CXR_LT_2023_CLASS_NAMES = [
+    "Atelectasis",
+    "Calcification of the Aorta",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Enlarged Cardiomediastinum",
+    "Fibrosis",
+    "Fracture",
+    "Hernia",
+    "Infiltration",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Mass",
+    "No Finding",
+    "Nodule",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pleural Thickening",
+    "Pneumomediastinum",
+    "Pneumonia",
+    "Pneumoperitoneum",
+    "Pneumothorax",
+    "Subcutaneous Emphysema",
+    "Support Devices",
+    "Tortuous Aorta",
+]
+
+# CXR-LT 2024 task 1 (MIMIC-CXR long-tailed, 40 classes), alphabetical as in the FACT paper's
+# Tab. 14 and in the class columns of the challenge's train_labeled.csv.
 CXR_LT_CLASS_NAMES = [
     "Adenopathy",
     "Atelectasis",
@@ -113,6 +145,7 @@ LABEL_SETS = {
     "odir": (ODIR_CLASS_NAMES, "a fundus photograph showing {}"),
     "rsna_ihd": (RSNA_IHD_CLASS_NAMES, "a head CT scan showing {} hemorrhage"),
     "cxr_lt": (CXR_LT_CLASS_NAMES, "a chest x-ray showing {}"),
+    "cxr_lt_2023": (CXR_LT_2023_CLASS_NAMES, "a chest x-ray showing {}"),
 }
 
 # dataset names (as users type them) -> label set name
@@ -132,12 +165,13 @@ DATASET_TO_LABEL_SET = {
     "cxr_lt": "cxr_lt",
     "cxr-lt": "cxr_lt",
     "cxrlt": "cxr_lt",
+    "cxr_lt_2023": "cxr_lt_2023",
 }
 
 
 def prompt_text(name: str, template: str) -> str:
     """The text embedded for one class: a short prompt naming the finding."""
     name = name.replace("_", " ")
-    if name.lower() == "normal":
+    if name.lower() in ("normal", "no finding"):
         return template.format("no abnormality, normal findings")
     return template.format(name)
