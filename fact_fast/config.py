@@ -185,7 +185,8 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
         description="Train FACT (Fuzzy Alignment with Comorbidity Topology). Options resolve as "
                     "defaults <- --config file <- command-line flags.")
     p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                   help="YAML or JSON file with option values (keys as below, '-' or '_')")
+                   help="YAML or JSON file with option values (keys as below, '-' or '_'), or the name of a "
+                        "shipped dataset preset (configs/*.yaml: " + (", ".join(preset_names()) or "none") + ")")
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         md = f.metadata
@@ -211,10 +212,24 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
     return p
 
 
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def preset_names() -> list:
+    """Names of the shipped per-dataset presets (``configs/<name>.yaml`` in a source checkout)."""
+    if not os.path.isdir(PRESETS_DIR):
+        return []
+    return sorted(f[:-5] for f in os.listdir(PRESETS_DIR) if f.endswith(".yaml"))
+
+
 def load_config_file(path: str) -> dict:
-    """Read a YAML/JSON config file into a dict of TrainConfig fields (validated)."""
+    """Read a YAML/JSON config file -- or a shipped preset by name, e.g. ``nih`` -- into a dict of
+    TrainConfig fields (validated)."""
+    if not os.path.isfile(path) and path in preset_names():
+        path = os.path.join(PRESETS_DIR, f"{path}.yaml")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
+        hint = f" (shipped presets: {', '.join(preset_names())})" if preset_names() else ""
+        raise FileNotFoundError(f"config file not found: {path}{hint}")
     with open(path, "r", encoding="utf-8") as fh:
         text = fh.read()
     if path.endswith(".json"):
