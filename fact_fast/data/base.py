@@ -73,6 +73,10 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 
     transform: Optional[Callable] = None
 
+    # Per-sample attributes (length N, aligned with ``labels``) that :meth:`keep_samples`
+    # re-indexes; a reader with more of them (image names, views...) extends the tuple.
+    sample_fields: tuple = ("labels", "paths", "patient_ids", "study_ids")
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -104,6 +108,34 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         """Sample ``i`` as uint8 ``[H, W]`` (gray) or ``[H, W, 3]`` (rgb). Raises one of
         :data:`DECODE_ERRORS` (or FileNotFoundError) when the file cannot be read."""
         raise NotImplementedError
+
+    def cache_key(self) -> Optional[dict]:
+        """What the decoded images depend on (JSON-serialisable: reader, split, channels, pixel
+        options, one source string per sample), hashed by the on-disk image cache
+        (:mod:`fact_fast.data.cache`); ``None`` (the default) for datasets held or generated in
+        memory, which the cache leaves alone."""
+        return None
+
+    def keep_samples(self, keep) -> None:
+        """Keep only the samples ``keep`` (strictly increasing int indices), re-indexing every
+        attribute named in :attr:`sample_fields` so labels, paths and ids stay aligned.
+
+        Used to drop unreadable files (recorded in :attr:`skipped`).
+        """
+        n = len(self)
+        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        if keep.size and (keep[0] < 0 or keep[-1] >= n or np.any(np.diff(keep) <= 0)):
+            raise ValueError(f"keep: indices must be strictly increasing in [0, {n}), got {keep[:8].tolist()}...")
+        for field in self.sample_fields:
+            values = getattr(self, field, None)
+            if values is None:
+                continue
+            if len(values) != n:
+                raise ValueError(f"{type(self).__name__}.{field} has {len(values)} entries for {n} samples")
+            if isinstance(values, np.ndarray):
+                setattr(self, field, values[keep])
+            else:
+                setattr(self, field, [values[k] for k in keep])
 
     def raw_image(self, i: int) -> np.ndarray:
         """``load_raw`` through the on-disk cache when one is attached."""

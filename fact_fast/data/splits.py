@@ -43,10 +43,12 @@ def group_split(group_ids: Sequence, *, seed: int, val_fraction: float, test_fra
     return {s: np.asarray(v, dtype=np.int64) for s, v in out.items()}
 
 
-def check_disjoint_groups(groups_by_source: Mapping[str, Iterable], what: str = "patients") -> None:
+def check_disjoint_groups(groups_by_source: Mapping[str, Iterable], what: str = "patients",
+                          dataset: str = "data") -> None:
     """Raise ``ValueError`` naming both sources when two of them share a group.
 
-    ``groups_by_source`` maps a source name (a file or split name) to the group ids it holds.
+    ``groups_by_source`` maps a source name (a file or split name) to the group ids it holds;
+    ``dataset`` prefixes the message.
     """
     seen = [(name, set(map(str, ids))) for name, ids in groups_by_source.items()]
     for a in range(len(seen)):
@@ -54,5 +56,5 @@ def check_disjoint_groups(groups_by_source: Mapping[str, Iterable], what: str = 
             shared = seen[a][1] & seen[b][1]
             if shared:
                 examples = sorted(shared)[:3]
-                raise ValueError(f"{len(shared)} {what} appear in both {seen[a][0]} and {seen[b][0]} "
+                raise ValueError(f"{dataset}: {len(shared)} {what} appear in both {seen[a][0]} and {seen[b][0]} "
                                  f"(e.g. {examples}): the splits leak {what}")
