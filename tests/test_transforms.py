@@ -106,3 +106,21 @@ def test_pipeline_validation_and_round_trip():
         t(np.zeros((8, 8), np.float32))
     with pytest.raises(ValueError, match=r"\[H, W\]"):
         t(np.zeros((8, 8, 4), np.uint8))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_gray_geometry_on_one_channel_equals_three_identical_channels(train):
+    # the pipeline replicates gray after the geometric steps; same result as replicating first
+    from torchvision.transforms import v2
+
+    from fact_fast.data.base import to_uint8_chw
+
+    raw = _pattern(61, 47, seed=3)
+    p = ImagePipeline(image_size=32, resize=40, crop="random_resized", hflip=0.5, rotate=10, translate=0.1)
+    t = p.build(train)
+    three = v2.Compose(list(t.geometry.transforms) + list(t.finish.transforms))
+    for seed in range(3):
+        torch.manual_seed(seed)
+        a = t(raw)
+        torch.manual_seed(seed)
+        assert torch.equal(a, three(to_uint8_chw(raw)))

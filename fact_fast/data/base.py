@@ -171,14 +171,15 @@ class MultiLabelDataset(torch.utils.data.Dataset):
                 f"n={len(self)}, classes={self.num_classes}, channels={self.channels!r})")
 
 
-def to_uint8_chw(raw: np.ndarray) -> torch.Tensor:
-    """uint8 ``[H, W]`` or ``[H, W, 3]`` -> uint8 tensor ``[3, H, W]`` (gray replicated)."""
+def to_uint8_chw(raw: np.ndarray, replicate_gray: bool = True) -> torch.Tensor:
+    """uint8 ``[H, W]`` or ``[H, W, 3]`` -> uint8 tensor ``[3, H, W]`` (gray replicated, a view),
+    or ``[1, H, W]`` for gray with ``replicate_gray=False``."""
     arr = np.asarray(raw)
     if arr.dtype != np.uint8:
         raise TypeError(f"raw image must be uint8, got {arr.dtype}")
     if arr.ndim == 2:
         t = torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
-        return t.expand(3, -1, -1)
+        return t.expand(3, -1, -1) if replicate_gray else t
     if arr.ndim == 3 and arr.shape[2] == 3:
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
     raise ValueError(f"raw image must be [H, W] or [H, W, 3], got shape {list(arr.shape)}")
