@@ -73,17 +73,18 @@ class LabelDecoder:
 def read_csv(path, what: str) -> tuple[list, Iterator[tuple[int, list]]]:
     """Open a CSV table -> ``(header, rows)``; ``rows`` yields ``(line number, cells)`` for each
     non-empty row, checking that it has as many cells as the header. ``what`` names the dataset
-    in errors. (Streams the file: CheXpert's train.csv has 223k rows.)"""
-    f = open(path, newline="", encoding="utf-8-sig")
-    reader = csv.reader(f)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        f.close()
-        raise ValueError(f"{what}: {path} is empty (no header row)") from None
+    in errors. (Streams the file: CheXpert's train.csv has 223k rows; the file is opened again
+    by ``rows`` so that nothing is left open when the caller stops at a header error.)"""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = next(csv.reader(f), None)
+    if first is None:
+        raise ValueError(f"{what}: {path} is empty (no header row)")
+    header = [h.strip() for h in first]
 
     def rows():
-        with f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            next(reader)
             for cells in reader:
                 if not cells or (len(cells) == 1 and not cells[0].strip()):
                     continue
