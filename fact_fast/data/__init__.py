@@ -1,15 +1,17 @@
-"""fact_fast.data: datasets, the label co-occurrence graph and label text embeddings.
+"""fact_fast.data: datasets, the on-disk image cache, the label co-occurrence graph and label text
+embeddings.
 
 Imports torch, numpy and the standard library (PIL, torchvision lazily).
 """
 from .base import IMAGENET_MEAN, IMAGENET_STD, SPLITS, MultiLabelDataset, MultiViewDataset, collate
-from .datasets import (DATASETS, ChestMNIST, CSVImageDataset, NIHChestXray14, build_dataset,
-                       register_dataset)
+from .cache import ImageCache, attach_cache
+from .datasets import (DATASETS, ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, build_dataset,
+                       read_image_file, register_dataset)
 from .label_embeddings import EMBEDDING_DIM, hashed_embeddings, label_embeddings, shipped_label_sets
 from .label_graph import (DEFAULT_GRAPH, GRAPH_METHODS, CooccurrenceCounts, LabelGraph, cooccurrence_counts,
                           cooccurrence_probabilities, graph_report, label_graph)
-from .label_sets import (CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, LABEL_SETS, NIH_CLASS_NAMES,
-                         ODIR_CLASS_NAMES, RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
+from .label_sets import (CHEXPERT_CLASS_NAMES, CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, LABEL_SETS,
+                         NIH_CLASS_NAMES, ODIR_CLASS_NAMES, RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
 from .synthetic import SyntheticComorbidity
 from .transforms import ImagePipeline
 from .odir import ODIR5K
@@ -17,11 +19,13 @@ from .cxr_lt import CXRLT
 from .rsna_ihd import RSNAIHD
 
 __all__ = [
-    "MultiLabelDataset", "MultiViewDataset", "collate", "ImagePipeline", "SyntheticComorbidity", "CSVImageDataset", "ChestMNIST", "NIHChestXray14",
-    "DATASETS", "build_dataset", "register_dataset", "SPLITS", "IMAGENET_MEAN", "IMAGENET_STD",
+    "MultiLabelDataset", "MultiViewDataset", "collate", "ImagePipeline", "SyntheticComorbidity",
+    "CSVImageDataset", "ChestMNIST", "NIHChestXray14", "CheXpert", "ODIR5K", "CXRLT", "RSNAIHD",
+    "DATASETS", "build_dataset", "register_dataset", "read_image_file", "attach_cache", "ImageCache",
+    "SPLITS", "IMAGENET_MEAN", "IMAGENET_STD",
     "label_graph", "LabelGraph", "graph_report", "GRAPH_METHODS", "DEFAULT_GRAPH", "cooccurrence_counts",
     "CooccurrenceCounts", "cooccurrence_probabilities",
     "label_embeddings", "hashed_embeddings", "shipped_label_sets", "EMBEDDING_DIM",
     "SYNTHETIC_CLASS_NAMES", "NIH_CLASS_NAMES", "ODIR_CLASS_NAMES", "RSNA_IHD_CLASS_NAMES",
-    "CXR_LT_CLASS_NAMES", "CXR_LT_2023_CLASS_NAMES", "LABEL_SETS", "ODIR5K", "CXRLT", "RSNAIHD",
+    "CXR_LT_CLASS_NAMES", "CXR_LT_2023_CLASS_NAMES", "CHEXPERT_CLASS_NAMES", "LABEL_SETS",
 ]

@@ -102,6 +102,10 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 
     transform: Optional[Callable] = None
 
+    # Per-sample attributes (length N, aligned with ``labels``) that :meth:`keep_samples`
+    # re-indexes; a reader with more of them (image names, views...) extends the tuple.
+    sample_fields: tuple = ("labels", "paths", "patient_ids", "study_ids")
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -133,6 +137,43 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         """Sample ``i`` as uint8 ``[H, W]`` (gray) or ``[H, W, 3]`` (rgb). Raises one of
         :data:`DECODE_ERRORS` (or FileNotFoundError) when the file cannot be read."""
         raise NotImplementedError
+
+    @property
+    def image_options(self) -> dict:
+        """Reader options that change the decoded pixels (hashed into the cache key)."""
+        return {}
+
+    def cache_key(self) -> Optional[dict]:
+        """What the decoded images depend on (JSON-serialisable: reader, split, channels, pixel
+        options, one source file per sample), hashed by the on-disk image cache
+        (:mod:`fact_fast.data.cache`): defined for readers of files (a ``paths`` attribute);
+        ``None`` for datasets held or generated in memory, which the cache leaves alone."""
+        paths = getattr(self, "paths", None)
+        if paths is None:
+            return None
+        return {"reader": type(self).__qualname__, "name": self.name, "split": self.split,
+                "channels": self.channels, "options": self.image_options, "items": [str(p) for p in paths]}
+
+    def keep_samples(self, keep) -> None:
+        """Keep only the samples ``keep`` (strictly increasing int indices), re-indexing every
+        attribute named in :attr:`sample_fields` so labels, paths and ids stay aligned.
+
+        Used to drop unreadable files (recorded in :attr:`skipped`).
+        """
+        n = len(self)
+        keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+        if keep.size and (keep[0] < 0 or keep[-1] >= n or np.any(np.diff(keep) <= 0)):
+            raise ValueError(f"keep: indices must be strictly increasing in [0, {n}), got {keep[:8].tolist()}...")
+        for field in self.sample_fields:
+            values = getattr(self, field, None)
+            if values is None:
+                continue
+            if len(values) != n:
+                raise ValueError(f"{type(self).__name__}.{field} has {len(values)} entries for {n} samples")
+            if isinstance(values, np.ndarray):
+                setattr(self, field, values[keep])
+            else:
+                setattr(self, field, [values[k] for k in keep])
 
     def raw_image(self, i: int) -> np.ndarray:
         """``load_raw`` through the on-disk cache when one is attached."""
@@ -168,8 +209,9 @@ class MultiLabelDataset(torch.utils.data.Dataset):
                 f"n={len(self)}, classes={self.num_classes}, channels={self.channels!r})")
 
 
-def to_uint8_chw(raw: np.ndarray) -> torch.Tensor:
-    """uint8 ``[H, W]`` or ``[H, W, 3]`` -> uint8 tensor ``[3, H, W]`` (gray replicated)."""
+def to_uint8_chw(raw: np.ndarray, replicate_gray: bool = True) -> torch.Tensor:
+    """uint8 ``[H, W]`` or ``[H, W, 3]`` -> uint8 tensor ``[3, H, W]`` (gray replicated, a view),
+    or ``[1, H, W]`` for gray with ``replicate_gray=False``."""
     arr = np.asarray(raw)
     if arr.dtype != np.uint8:
         raise TypeError(f"raw image must be uint8, got {arr.dtype}")
@@ -177,7 +219,7 @@ def to_uint8_chw(raw: np.ndarray) -> torch.Tensor:
         arr = arr.copy()
     if arr.ndim == 2:
         t = torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
-        return t.expand(3, -1, -1)
+        return t.expand(3, -1, -1) if replicate_gray else t
     if arr.ndim == 3 and arr.shape[2] == 3:
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
     raise ValueError(f"raw image must be [H, W] or [H, W, 3], got shape {list(arr.shape)}")
@@ -200,13 +242,31 @@ class MultiViewDataset(torch.utils.data.Dataset):
     knows the label), so study-level labels repeated on every image come back unchanged.
     """
 
-    def __init__(self, base: MultiLabelDataset, group_ids: Sequence, max_views: int | None = None):
-        if len(group_ids) != len(base):
-            raise ValueError(f"group_ids: {len(group_ids)} ids for {len(base)} images of {base.name} {base.split}")
+    def __init__(self, base: MultiLabelDataset, group_ids: Sequence | str, max_views: int | None = None):
         if max_views is not None and int(max_views) < 1:
             raise ValueError(f"max_views must be >= 1, got {max_views}")
         self.base = base
         self.max_views = None if max_views is None else int(max_views)
+        # an attribute name of ``base`` (e.g. "patient_ids") lets :meth:`regroup` follow the base
+        # when it drops samples (the on-disk cache drops unreadable files)
+        self.group_field = group_ids if isinstance(group_ids, str) else None
+        self._group(group_ids)
+
+    def regroup(self) -> None:
+        """Recompute the groups after the per-image dataset changed (needs a ``group_field``)."""
+        if self.group_field is None:
+            raise ValueError("regroup: this MultiViewDataset was built from a list of ids, not a field name")
+        self._group(self.group_field)
+
+    def _group(self, group_ids) -> None:
+        base = self.base
+        if isinstance(group_ids, str):
+            field = group_ids
+            group_ids = getattr(base, field, None)
+            if group_ids is None:
+                raise ValueError(f"group_ids: {base.name} {base.split} has no {field!r}")
+        if len(group_ids) != len(base):
+            raise ValueError(f"group_ids: {len(group_ids)} ids for {len(base)} images of {base.name} {base.split}")
         order: dict = {}
         for i, g in enumerate(group_ids):
             order.setdefault(g, []).append(i)

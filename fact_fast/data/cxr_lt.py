@@ -202,6 +202,8 @@ class CXRLT(MultiLabelDataset):
     ``labels_file``, ``image_root``, ``version``.
     """
 
+    sample_fields = MultiLabelDataset.sample_fields + ("dicom_ids",)
+
     name = "cxr_lt"
     channels = "gray"
 
@@ -301,4 +303,4 @@ def build_cxr_lt(split, root=None, image_size=224, seed=0, fusion: str = "none",
     if fusion not in ("none", "study"):
         raise ValueError(f"fusion must be 'none' or 'study', got {fusion!r}")
     ds = CXRLT(root, split, image_size=image_size, seed=seed, **kw)
-    return MultiViewDataset(ds, ds.study_ids, max_views=max_views) if fusion == "study" else ds
+    return MultiViewDataset(ds, "study_ids", max_views=max_views) if fusion == "study" else ds

@@ -40,6 +40,25 @@ NIH_CLASS_NAMES = [
     "Hernia",
 ]
 
+# CheXpert (and MIMIC-CXR-JPG's CheXpert-labeler tables): the 14 observation columns of
+# train.csv / valid.csv, in file order.
+CHEXPERT_CLASS_NAMES = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
+
 # ODIR-5K (ocular disease recognition), the 8 columns N, D, G, C, A, H, M, O.
 ODIR_CLASS_NAMES = [
     "Normal",
@@ -142,6 +161,7 @@ CXR_LT_CLASS_NAMES = [
 LABEL_SETS = {
     "synthetic": (SYNTHETIC_CLASS_NAMES, "a chest x-ray showing {}"),
     "nih14": (NIH_CLASS_NAMES, "a chest x-ray showing {}"),
+    "chexpert": (CHEXPERT_CLASS_NAMES, "a chest x-ray showing {}"),
     "odir": (ODIR_CLASS_NAMES, "a fundus photograph showing {}"),
     "rsna_ihd": (RSNA_IHD_CLASS_NAMES, "a head CT scan showing {} hemorrhage"),
     "cxr_lt": (CXR_LT_CLASS_NAMES, "a chest x-ray showing {}"),
@@ -156,6 +176,8 @@ DATASET_TO_LABEL_SET = {
     "chestx-ray14": "nih14",
     "chestxray14": "nih14",
     "chestmnist": "nih14",
+    "chexpert": "chexpert",
+    "mimic_cxr": "chexpert",
     "odir": "odir",
     "odir5k": "odir",
     "odir-5k": "odir",

@@ -237,6 +237,10 @@ class ODIR5K(MultiLabelDataset):
         self.image_size = int(image_size)
         self.transform = transform
 
+    @property
+    def image_options(self) -> dict:
+        return {"crop_border": self.crop_border, "border_threshold": self.border_threshold}
+
     def load_raw(self, i: int) -> np.ndarray:
         path = self.paths[i]
         if not os.path.isfile(path):
@@ -253,4 +257,4 @@ def build_odir(split, root=None, image_size=224, seed=0, eyes: str = "both", **k
     if eyes not in EYES:
         raise ValueError(f"eyes must be one of {list(EYES)}, got {eyes!r}")
     ds = ODIR5K(root, split, image_size=image_size, seed=seed, eyes="each" if eyes == "both" else eyes, **kw)
-    return MultiViewDataset(ds, ds.patient_ids, max_views=2) if eyes == "both" else ds
+    return MultiViewDataset(ds, "patient_ids", max_views=2) if eyes == "both" else ds

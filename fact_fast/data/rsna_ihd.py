@@ -327,6 +327,8 @@ class RSNAIHD(MultiLabelDataset):
     rows dropped), ``label_conflicts``.
     """
 
+    sample_fields = MultiLabelDataset.sample_fields + ("image_ids", "series_ids")
+
     name = "rsna_ihd"
     channels = "rgb"
 
@@ -401,6 +403,10 @@ class RSNAIHD(MultiLabelDataset):
             raise FileNotFoundError(f"rsna_ihd: DICOM folder not found: {image_dir} (labels: {csv_path}); "
                                     "pass image_dir=<folder with the ID_*.dcm files>")
         return csv_path, image_dir
+
+    @property
+    def image_options(self) -> dict:
+        return {"windows": [list(w) for w in self.windows]}
 
     def load_raw(self, i: int) -> np.ndarray:
         pydicom = _pydicom()

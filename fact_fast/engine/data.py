@@ -1,6 +1,7 @@
 """Datasets, the task description and data loaders of a run (model-agnostic)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +44,19 @@ def _pipeline_overrides(cfg: TrainConfig) -> dict:
     return out
 
 
-def build_run_data(cfg: TrainConfig, splits=("train", "val", "test")) -> RunData:
+def _attach_cache(ds, cache_dir: str, workers: int, progress: bool) -> None:
+    """The on-disk image cache under ``ds`` (under a multi-view dataset's per-image dataset, whose
+    groups are then recomputed: the cache drops unreadable files)."""
+    from fact_fast.data import MultiViewDataset, attach_cache
+
+    base = ds.base if isinstance(ds, MultiViewDataset) else ds
+    before = len(base)
+    attach_cache(base, cache_dir, ds.pipeline.resize_to, workers=workers, progress=progress)
+    if base is not ds and len(base) != before:
+        ds.regroup()
+
+
+def build_run_data(cfg: TrainConfig, splits=("train", "val", "test"), progress: bool = True) -> RunData:
     """Build the splits (train first) and everything derived from the TRAIN split only: the label
     graph, the frequency groups, the label embeddings and the prevalence."""
     from fact_fast.data import build_dataset, graph_report, label_embeddings, label_graph
@@ -60,10 +73,8 @@ def build_run_data(cfg: TrainConfig, splits=("train", "val", "test")) -> RunData
                              f"(data root {cfg.data_root!r}, options {kw}); check the split files")
         datasets[split] = ds
     if cfg.cache_dir:
-        from fact_fast.data.cache import attach_cache
-
         for ds in datasets.values():
-            attach_cache(ds, cfg.cache_dir, ds.pipeline.resize_to, workers=max(cfg.workers, 1))
+            _attach_cache(ds, os.path.expanduser(cfg.cache_dir), cfg.workers, progress)
     train = datasets["train"]
     labels = np.asarray(train.labels, dtype=np.float32)
     graph = label_graph(labels, cfg.graph, **dict(cfg.graph_kwargs or {}))

@@ -144,7 +144,7 @@ class _Run:
     # -- setup ---------------------------------------------------------------------------------
     def build(self) -> None:
         cfg, info = self.cfg, self.info
-        self.data: RunData = build_run_data(cfg)
+        self.data: RunData = build_run_data(cfg, progress=info.is_main)
         d = self.data
         log(f"data: {cfg.dataset} train/val/test = {len(d.datasets['train'])}/{len(d.datasets['val'])}/"
             f"{len(d.datasets['test'])}, {len(d.class_names)} classes ({time.time() - self.t0:.1f}s)", info)
@@ -213,6 +213,7 @@ class _Run:
             "model": weights,
             "ema": self.ema.module.state_dict() if (self.ema is not None and not evaluated_weights) else None,
             "model_spec": model_spec(m),
+            "training_state": m.training_state(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "stage": self.stages[si].name,
@@ -269,6 +270,7 @@ class _Run:
         if resumed:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
+            model.load_training_state(ckpt.get("training_state") or {})
             start_epoch, step, best = int(ckpt["epoch"]), int(ckpt["step"]), float(ckpt["best_metric"])
             restore_rng_state(ckpt.get("rng"))
             self.ckpt = None

@@ -200,6 +200,14 @@ class MultiLabelModel(nn.Module):
         """Scalars logged once per epoch (e.g. τ, codebook perplexity); default none."""
         return {}
 
+    def training_state(self) -> dict:
+        """Training-progress state that is not in the state dict but must survive a resume
+        exactly (checkpointed beside the optimizer state); default none."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore :meth:`training_state`."""
+
     # -- explanations --------------------------------------------------------------------------
     def evidence_maps(self, images: torch.Tensor) -> dict | None:
         """The model's own spatial evidence per class, or None (then ``predict --explain`` uses

@@ -198,6 +198,13 @@ class FACT(MultiLabelModel):
             out.update({"codebook_perplexity": cb["perplexity"], "codebook_usage": cb["usage"]})
         return out
 
+    def training_state(self) -> dict:
+        return {} if self.vq is None else {"vq_restart": self.vq.restart_state()}
+
+    def load_training_state(self, state: dict) -> None:
+        if self.vq is not None and "vq_restart" in state:
+            self.vq.load_restart_state(state["vq_restart"])
+
     @torch.no_grad()
     def evidence_maps(self, images: torch.Tensor) -> dict:
         """The semantic interface's attention σ(Q Vᵀ/√d + b) per class over the M feature

@@ -53,13 +53,15 @@ class VectorQuantizer(nn.Module):
         return (f"num_codes={self.num_codes}, dim={self.dim}, beta={self.beta}, "
                 f"restart_every={self.restart_every}")
 
-    def get_extra_state(self) -> dict:
-        # The dead-code window decides when and which codes are re-seeded: a resumed run must
-        # continue the same window or it diverges from the uninterrupted one.
+    def restart_state(self) -> dict:
+        """The dead-code window (counts and steps): it decides when and which codes are re-seeded,
+        so a resumed run must continue it or it diverges from the uninterrupted one. Kept out of
+        the state dict (DDP would overwrite rank-local counts with rank 0's; weight averaging such
+        as EMA expects tensors only) and checkpointed by the trainer with the optimizer state."""
         return {"window": self._window.clone(), "window_steps": self._window_steps,
                 "num_restarted": self.num_restarted}
 
-    def set_extra_state(self, state: dict) -> None:
+    def load_restart_state(self, state: dict) -> None:
         self._window = state["window"].to(torch.float64).clone()
         self._window_steps = int(state["window_steps"])
         self.num_restarted = int(state.get("num_restarted", 0))
