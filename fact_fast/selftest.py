@@ -32,6 +32,9 @@ from typing import Callable, Iterable
 
 import torch
 
+from fact_fast import __version__, _extension, ops
+from fact_fast.ops import tolerances
+
 OPS = ("vq_nearest", "vq_quantize", "gcn_propagate", "sigmoid_attention", "sigmoid_interface",
        "fuzzy_membership", "fuzzy_loss")
 FUSED = ("cpu", "cuda", "triton")
@@ -93,8 +96,6 @@ def example_inputs(op: str, device: torch.device, dtype: torch.dtype = torch.flo
 
 
 def environment(device: torch.device) -> dict:
-    from fact_fast import __version__, _extension, ops
-
     env = {"fact_fast": __version__, "python": platform.python_version(), "platform": platform.platform(),
            "torch": torch.__version__, "torch_cuda": torch.version.cuda, "device": str(device),
            "triton": None, "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1"}
@@ -168,7 +169,6 @@ def close(what: str, actual: torch.Tensor, expected: torch.Tensor, atol: float, 
 
 def flash(what: str, actual: torch.Tensor, ref_lp: torch.Tensor, ref64: torch.Tensor, dtype: torch.dtype) -> Check:
     """The attention family's rule: max|actual − ref64| ≤ factor·max|ref_lp − ref64| + atol."""
-    from fact_fast.ops import tolerances
     if tuple(actual.shape) != tuple(ref64.shape):
         return Check(f"{what} shape {tuple(actual.shape)} != {tuple(ref64.shape)}", math.inf, math.inf)
     ref64 = ref64.detach().cpu()
@@ -184,7 +184,6 @@ def exact(what: str, actual: torch.Tensor, expected: torch.Tensor) -> Check:
 
 def vq_index(what: str, z: torch.Tensor, codebook: torch.Tensor, index: torch.Tensor) -> Check:
     """Each index is the exact nearest codeword up to the rounding band of tolerances.VQ_INDEX_REL."""
-    from fact_fast.ops import tolerances
     index = index.detach().cpu().reshape(-1)
     flat = z.detach().reshape(-1, z.shape[-1])
     if index.numel() == 0:
@@ -213,9 +212,6 @@ class Inputs:
     def rand(self, *shape) -> torch.Tensor:
         return torch.rand(*shape, generator=self.gen, dtype=torch.float64).to(self.device)
 
-    def randint(self, high: int, shape) -> torch.Tensor:
-        return torch.randint(0, max(high, 1), shape, generator=self.gen).to(self.device)
-
 
 def strided(t: torch.Tensor) -> torch.Tensor:
     """Same values as ``t`` with a stride of 2 along the last dimension (not contiguous)."""
@@ -234,10 +230,6 @@ def grads(outputs: Iterable[torch.Tensor], cotangents: Iterable[torch.Tensor], i
 
 def leaves(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.detach().clone().requires_grad_(True) for t in tensors]
-
-
-def leaves_like(tensors: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
-    return [t.detach().to(dtype).requires_grad_(True) for t in tensors]
 
 
 # --- one check function per op: (backend, dtype, case, device) -> (checks, timed callables) ---------
@@ -265,8 +257,6 @@ def _fuzzy_inputs(case, dtype, device, seed):
 
 
 def check_fuzzy_loss(backend, dtype, case, device):
-    from fact_fast import ops
-    from fact_fast.ops import tolerances
     e, s, y, tau, w = _fuzzy_inputs(case, dtype, device, seed=11)
     atol, rtol = tolerances.fuzzy(dtype, device.type)
 
@@ -282,8 +272,6 @@ def check_fuzzy_loss(backend, dtype, case, device):
 
 
 def check_fuzzy_membership(backend, dtype, case, device):
-    from fact_fast import ops
-    from fact_fast.ops import tolerances
     e, s, _, tau, w = _fuzzy_inputs(case, dtype, device, seed=12)
     atol, rtol = tolerances.fuzzy(dtype, device.type)
 
@@ -313,8 +301,6 @@ def random_csr(n: int, nnz: int, r: Inputs) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def check_gcn_propagate(backend, dtype, case, device):
-    from fact_fast import ops
-    from fact_fast.ops import tolerances
     n, nnz, f = {"random": (12, 40, 24), "empty": (0, 0, 8), "one_row": (1, 1, 3), "odd": (11, 30, 9),
                  "non_contiguous": (10, 35, 6)}[case]
     r = Inputs(device, dtype, seed=13)
@@ -351,7 +337,6 @@ def _flash_checks(names, got, ref_lp, ref64, dtype):
 
 
 def check_sigmoid_attention(backend, dtype, case, device):
-    from fact_fast import ops
     r = Inputs(device, dtype, seed=14)
     q, k, v = (r.randn(*shape, scale=0.8) for shape in _attention_shapes(case))
     if case == "non_contiguous":
@@ -370,7 +355,6 @@ def check_sigmoid_attention(backend, dtype, case, device):
 
 
 def check_sigmoid_interface(backend, dtype, case, device):
-    from fact_fast import ops
     (c, d), (b, m, _) = {"random": ((6, 40), (4, 19, 40)), "empty": ((5, 16), (0, 7, 16)),
                          "one_row": ((1, 16), (1, 5, 16)), "odd": ((7, 20), (3, 11, 20)),
                          "non_contiguous": ((7, 20), (3, 11, 20))}[case]
@@ -392,8 +376,6 @@ def check_sigmoid_interface(backend, dtype, case, device):
 
 
 def check_vq_nearest(backend, dtype, case, device):
-    from fact_fast import ops
-    from fact_fast.ops import tolerances
     n, k, d = {"random": (33, 17, 19), "empty": (0, 5, 7), "one_row": (1, 9, 16), "odd": (65, 7, 40),
                "non_contiguous": (37, 23, 18)}[case]
     r = Inputs(device, dtype, seed=16)
@@ -421,8 +403,6 @@ def check_vq_nearest(backend, dtype, case, device):
 
 
 def check_vq_quantize(backend, dtype, case, device):
-    from fact_fast import ops
-    from fact_fast.ops import tolerances
     shape, k = {"random": ((3, 7, 19), 11), "empty": ((0, 6), 4), "one_row": ((1, 5), 1),
                 "odd": ((45, 32), 40), "non_contiguous": ((50, 21), 9)}[case]
     r = Inputs(device, dtype, seed=17)
@@ -479,7 +459,6 @@ def median_ms(fn: Callable[[], object], device: torch.device, reps: int) -> floa
 
 
 def run_one(op: str, backend: str, dtype: torch.dtype, case: str, device: torch.device, time_reps: int) -> dict:
-    from fact_fast import ops
     record = {"op": op, "backend": backend, "dtype": DTYPE_NAME[dtype], "case": case}
     try:
         checks, (fused, ref) = CHECKS[op](backend, dtype, case, device)
@@ -503,7 +482,6 @@ DTYPE_NAME = {v: k for k, v in DTYPES.items()}
 
 
 def backends_for(op: str, dtype: torch.dtype, device: torch.device, wanted: Iterable[str]) -> list[str]:
-    from fact_fast import ops
     can = ops.available_backends(op, *example_inputs(op, device, dtype))
     return [b for b in FUSED if b in can and b in wanted]
 
@@ -625,6 +603,8 @@ def main(argv=None) -> int:
                     summary = summarize_group(group)
                     failures += summary["failed"]
                     print(format_row(op, backend, dtype_name, summary), flush=True)
+                    if args.json:  # after every row: a run stopped by a time limit keeps its results
+                        write_json(args.json, env, args, records, complete=False)
     finally:
         torch.set_float32_matmul_precision(previous)
     if not records:
@@ -633,17 +613,26 @@ def main(argv=None) -> int:
         detail = (f"{r['worst']}: error {_fmt(r['worst_ratio'], '.3g')}× its bound" if r["status"] == "fail"
                   else r["message"])
         print(f"FAILED {r['op']} {r['backend']} {r['dtype']} {r['case']}: {detail}")
-    totals = {"passed": sum(r["status"] == "pass" for r in records),
-              "failed": sum(r["status"] == "fail" for r in records),
-              "errors": sum(r["status"] == "error" for r in records)}
+    totals = count(records)
     print(f"\n{totals['passed']} passed, {totals['failed']} failed, {totals['errors']} errors "
           f"({len(records)} checks on {device})")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(_strict({"environment": env, "config": vars(args), "summary": totals, "results": records}),
-                      f, indent=1, default=str, allow_nan=False)
+        write_json(args.json, env, args, records, complete=True)
     return 0 if totals["failed"] == 0 and totals["errors"] == 0 else 1
+
+
+def count(records: list[dict]) -> dict:
+    return {status: sum(r["status"] == key for r in records)
+            for status, key in (("passed", "pass"), ("failed", "fail"), ("errors", "error"))}
+
+
+def write_json(path: str, env: dict, args: argparse.Namespace, records: list[dict], complete: bool) -> None:
+    doc = {"environment": env, "config": vars(args), "complete": complete, "summary": count(records),
+           "results": records}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(_strict(doc), f, indent=1, default=str, allow_nan=False)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

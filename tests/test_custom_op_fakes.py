@@ -10,7 +10,6 @@ import torch
 
 from fact_fast import ops
 from fact_fast.ops import gcn as gcn_ops
-from fact_fast.ops import reference
 from op_utils import assert_close, fresh_inductor, fused_backends
 
 

@@ -1,6 +1,7 @@
 """scripts/gpu_check.sh: its dry run parses, lists every step, and every command it would run
 is accepted by the command-line parser it calls (so the runbook cannot drift from the CLIs)."""
 import importlib.util
+import json
 import os
 import shlex
 import subprocess
@@ -121,7 +122,6 @@ exec {sys.executable} "$@"
     done = subprocess.run(["bash", SCRIPT, str(out), "--steps-file", str(steps), "--budget", "27"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
-    import json
     summary = json.loads((out / "gpu_check.json").read_text())
     status = {s["step"]: s["status"] for s in summary["steps"]}
     assert status == {"first": "ok", "broken": "failed", "slow": "timeout", "reader": "ok", "late": "skipped"}
