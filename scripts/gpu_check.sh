@@ -2,8 +2,8 @@
 # The whole GPU pass in one call, within 10 minutes on one H100/H200 with 16 cores:
 # build for the local GPU only, selftest, the GPU test suite (Triton for real, the `cuda` tests),
 # the SPEC §5 benchmarks at full size (reference, torch.compile(reference), SDPA flash, torch sparse
-# mm, every fused backend; fp32 and bf16), compute-sanitizer (memcheck on one small case per CUDA
-# kernel, racecheck on attention) and the FACT train step.
+# mm, every fused backend; fp32 and bf16; the fuzzy loss's kernel launches per step), compute-sanitizer
+# (memcheck on one small case per CUDA kernel, racecheck on attention) and the FACT train step.
 #
 #   bash scripts/gpu_check.sh OUTDIR [--budget SECONDS] [--steps a,b,...] [--skip-build] [--dry-run]
 #                                    [--steps-file FILE]   (name|seconds|command lines instead of the built-in steps)
@@ -21,7 +21,8 @@
 #   gpu_check.json    per step: command, budget, seconds, status (ok / failed / timeout / skipped)
 #   selftest.json     python -m fact_fast.selftest
 #   gpu_tests.xml     pytest -m cuda (JUnit)
-#   ops_float32.json, ops_bfloat16.json   python -m benchmarks.run (written after every case)
+#   ops_float32.json, ops_bfloat16.json   python -m benchmarks.run (written after every case; fp32 also
+#                     gets the fuzzy launch counts of python -m benchmarks.ops.fuzzy)
 #   train_step.json, train_step_head_only.json   python -m benchmarks.train_step
 # With --dry-run, or when no CUDA GPU is visible, nothing runs: each step's command is printed.
 set -uo pipefail
@@ -98,6 +99,7 @@ selftest|75|$PY -m fact_fast.selftest --device cuda --quick --dtypes fp32,fp16,b
 tests|90|$PY -m pytest -m cuda tests/ -q -rfE -p no:cacheprovider --timeout=120 $XDIST --junitxml=$OUTDIR/gpu_tests.xml
 bench_fp32|110|$PY -m benchmarks.run --device cuda --dtype float32 --sizes fact,large --warmup 2 --iters 10 --max-seconds 1 --out $OUTDIR/ops_float32.json
 bench_bf16|60|$PY -m benchmarks.run --device cuda --dtype bfloat16 --sizes fact,large --warmup 2 --iters 10 --max-seconds 1 --baselines sdpa,sparse --out $OUTDIR/ops_bfloat16.json
+fuzzy_launches|25|$PY -m benchmarks.ops.fuzzy --device cuda --skip-compiled --json $OUTDIR/ops_float32.json
 memcheck|45|$PY scripts/gpu_sanitize.py --tool memcheck --timeout 40
 racecheck|30|$PY scripts/gpu_sanitize.py --tool racecheck --families attention --timeout 25
 train_step|40|$PY -m benchmarks.train_step --warmup 2 --iters 5 --max-seconds 8 --out $OUTDIR/train_step.json && $PY -m benchmarks.train_step --head-only --warmup 2 --iters 5 --max-seconds 8 --out $OUTDIR/train_step_head_only.json

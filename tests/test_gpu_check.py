@@ -12,7 +12,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "gpu_check.sh")
-STEPS = ["env", "build", "selftest", "tests", "bench_fp32", "bench_bf16", "memcheck", "racecheck", "train_step"]
+STEPS = ["env", "build", "selftest", "tests", "bench_fp32", "bench_bf16", "fuzzy_launches", "memcheck", "racecheck",
+         "train_step"]
 
 
 def _run(*args):
@@ -40,9 +41,10 @@ def _load_script(name):
 def _parsers():
     from benchmarks import run as bench_run
     from benchmarks import train_step
+    from benchmarks.ops import fuzzy as fuzzy_bench
     from fact_fast import selftest
     return {"fact_fast.selftest": selftest.parse_args, "benchmarks.run": bench_run.parse_args,
-            "benchmarks.train_step": train_step.parse_args,
+            "benchmarks.train_step": train_step.parse_args, "benchmarks.ops.fuzzy": fuzzy_bench.parse_args,
             "scripts/gpu_sanitize.py": _load_script("gpu_sanitize").parse_args}
 
 
