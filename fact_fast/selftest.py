@@ -1,7 +1,7 @@
 """Check every op × backend against the reference on this machine: the first thing to run.
 
     python -m fact_fast.selftest                    # the current device (a GPU when there is one)
-    python -m fact_fast.selftest --quick            # fp32 + bf16, three shapes per op: seconds
+    python -m fact_fast.selftest --quick            # fp32 + bf16, three shapes per op: under a minute
     python -m fact_fast.selftest --device cpu --json selftest.json
     python -m fact_fast.selftest --ops fuzzy_loss --backends triton
 

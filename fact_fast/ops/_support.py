@@ -45,8 +45,8 @@ TRITON_MIN_CAPABILITY = (8, 0)
 
 
 @torch.compiler.assume_constant_result
-def cuda_capability(index: int) -> tuple[int, int]:
-    """Compute capability of CUDA device ``index`` (a constant for torch.compile)."""
+def cuda_capability(index: int | None) -> tuple[int, int]:
+    """Compute capability of CUDA device ``index`` (None: the current one); a constant for torch.compile."""
     return torch.cuda.get_device_capability(index)
 
 
@@ -62,7 +62,7 @@ def triton(tensor: torch.Tensor) -> str | None:
     if tensor.dtype not in TRITON_DTYPES:
         return f"dtype {tensor.dtype} is not supported by the Triton kernels"
     if tensor.device.type == "cuda":
-        index = tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()
+        index = tensor.device.index
         capability = cuda_capability(index)
         if tuple(capability) < TRITON_MIN_CAPABILITY:
             return (f"the Triton kernels need compute capability >= {TRITON_MIN_CAPABILITY[0]}.{TRITON_MIN_CAPABILITY[1]}"
