@@ -7,7 +7,8 @@ Fused backends (``cpu``, ``cuda``: the compiled ops ``fact_fast::fuzzy_loss`` /
 run one forward kernel and one backward kernel per call. The forward returns per-sample stats
 (the two log-sum-exps and the Jaccard numerator/denominator, [B, 4]) that the backward uses to
 rebuild ∂L/∂μ without any [B, C] softmax buffer; μ and the distances are recomputed there.
-Only the Gaussian membership kernel is fused; the others run in the reference.
+Only the Gaussian membership kernel is fused; the others run in the reference. The kernels take no
+label mask: a masked ``fuzzy_loss`` runs the reference.
 """
 from __future__ import annotations
 
@@ -198,6 +199,7 @@ def _autograd(backward_op):
 
 def _fused_loss(loss_op):
     def run(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, mask=None):
+        # mask is None here: _unmasked sends masked calls to the reference
         loss, mu, _ = loss_op(e, s, y, _tau_tensor(tau, e), alpha, logit_scale, threshold, smooth, reduction)
         return loss, mu
     return run
