@@ -21,7 +21,8 @@ class Case:
 
     make(device, dtype, scale) -> dict of keyword inputs; ``scale`` < 1 shrinks large cases on CPU.
     run(backend, **inputs) -> output tensor(s) (backend is a fact_fast backend name).
-    baselines: name -> builder(**inputs) returning a zero-argument callable (forward only).
+    baselines: name -> builder(**inputs) returning a zero-argument callable (forward only); a ``note``
+        attribute on it is recorded in the JSON (e.g. which SDPA backend really ran).
     loss(output) -> scalar for the forward+backward timing (default: sum of the first float output).
     """
     op: str
@@ -108,6 +109,8 @@ def run_case(case: Case, backends: list[str], device: torch.device, dtype: torch
         entry: dict = {}
         try:
             fwd = forward_of(name)
+            if getattr(fwd, "note", None):  # e.g. which SDPA backend a baseline really ran
+                entry["note"] = fwd.note
             with torch.no_grad():
                 entry["forward"] = time_fn(fwd, device, warmup, iters, max_seconds)
                 entry["peak_bytes_forward"] = peak_memory_bytes(fwd, device)

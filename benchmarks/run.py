@@ -71,6 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--backends", default="all",
                    help="comma-separated backends to time (reference is always timed), or 'all' available")
     p.add_argument("--no-baselines", action="store_true", help="skip torch.compile and outside-library baselines")
+    p.add_argument("--baselines", default="all",
+                   help="comma-separated substrings of the baseline names to time (e.g. 'sdpa,sparse'), or 'all'")
     p.add_argument("--no-backward", action="store_true", help="time the forward only")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
@@ -88,6 +90,7 @@ def main(argv=None) -> int:
     wanted_ops = None if args.ops == "all" else set(args.ops.split(","))
     sizes = set(args.sizes.split(","))
     records = []
+    env = environment(device)
     for case in all_cases():
         if (wanted_ops and case.op not in wanted_ops) or case.size not in sizes:
             continue
@@ -99,6 +102,9 @@ def main(argv=None) -> int:
             backends = [b for b in backends if b in set(args.backends.split(",")) | {"reference"}]
         if args.no_baselines:
             case.baselines = {}
+        elif args.baselines != "all":
+            wanted = [w.strip() for w in args.baselines.split(",") if w.strip()]
+            case.baselines = {name: fn for name, fn in case.baselines.items() if any(w in name for w in wanted)}
         print(f"[{case.op}/{case.size}] backends={backends} baselines={list(case.baselines)} scale={scale}",
               file=sys.stderr, flush=True)
         record = run_case(case, backends, device, dtype, scale=scale, warmup=args.warmup, iters=args.iters,
@@ -114,15 +120,23 @@ def main(argv=None) -> int:
                   + (f"  fwd+bwd {fb:9.3f} ms ({entry.get('speedup_vs_reference_fwd_bwd', float('nan')):5.2f}x)"
                      if fb else "")
                   + f"  peak {entry.get('peak_bytes_forward', 0) / 2**20:8.1f} MiB", file=sys.stderr)
-    doc = {"environment": environment(device), "config": vars(args), "cases": records}
+        if args.out:  # after every case: a run stopped by a time limit keeps what it measured
+            write_json(args.out, {"environment": env, "config": vars(args), "cases": records, "complete": False})
+    doc = {"environment": env, "config": vars(args), "cases": records, "complete": True}
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(doc, f, indent=1)
+        write_json(args.out, doc)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(json.dumps(doc, indent=1))
     return 0
+
+
+def write_json(path: str, doc: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Helpers for comparing fused backends with the reference."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from fact_fast import ops
@@ -29,3 +31,16 @@ def non_contiguous(t: torch.Tensor) -> torch.Tensor:
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float, what: str = "") -> None:
     torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol,
                                msg=lambda m: f"{what}: {m}" if what else m)
+
+
+
+@contextlib.contextmanager
+def fresh_inductor():
+    """Inside, Inductor compiles from scratch: its on-disk graph caches are keyed on the traced
+    graph, not on the fake kernels, so a cached artifact could hide a change of a fake kernel."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    with inductor_config.patch(fx_graph_cache=False), functorch_config.patch(enable_autograd_cache=False):
+        yield

@@ -11,7 +11,7 @@ import torch
 from op_utils import FUSED_BACKENDS, fused_backends, non_contiguous
 
 from fact_fast import ops
-from fact_fast.ops import reference
+from fact_fast.ops import reference, tolerances
 
 CUDA = pytest.mark.cuda
 
@@ -20,11 +20,8 @@ BACKENDS = [pytest.param("cpu", "cpu", id="cpu"), pytest.param("triton", "cpu", 
             pytest.param("cuda", "cuda", id="cuda", marks=CUDA),
             pytest.param("triton", "cuda", id="triton-cuda", marks=CUDA)]
 
-# (dtype, error factor vs the reference's own error, atol)
-DTYPES = [pytest.param(torch.float32, 3.0, 1e-5, id="fp32"),
-          pytest.param(torch.float16, 3.0, 1e-3, id="fp16"),
-          pytest.param(torch.bfloat16, 3.0, 1e-2, id="bf16"),
-          pytest.param(torch.float64, 2.0, 1e-12, id="fp64")]
+# dtypes of fact_fast.ops.tolerances.ATTENTION (error factor vs the reference's own error, atol)
+DTYPES = [pytest.param(dtype, id=tolerances.DTYPE_NAMES[dtype]) for dtype in tolerances.ATTENTION]
 
 # (q shape, k shape, v shape)
 SHAPES = {
@@ -53,35 +50,35 @@ def _inputs(shapes, dtype, device, requires_grad=False):
             for s in shapes]
 
 
-def _check_flash(fused, ref_lp, ref64, factor, atol, what):
-    """max|fused − ref64| ≤ factor·max|ref_lp − ref64| + atol."""
+def _check_flash(fused, ref_lp, ref64, dtype, what):
+    """max|fused − ref64| ≤ factor·max|ref_lp − ref64| + atol (tolerances.flash_bound)."""
     assert fused.shape == ref64.shape, what
     err = (fused.double() - ref64).abs().max().item() if fused.numel() else 0.0
-    ref_err = (ref_lp.double() - ref64).abs().max().item() if fused.numel() else 0.0
-    assert err <= factor * ref_err + atol, f"{what}: error {err:.3g} vs reference error {ref_err:.3g}"
+    bound = tolerances.flash_bound(ref_lp, ref64, dtype)
+    assert err <= bound, f"{what}: error {err:.3g} vs bound {bound:.3g}"
 
 
 def _grads(out, inputs, grad):
     return torch.autograd.grad(out, inputs, grad)
 
 
-@pytest.mark.parametrize("dtype,factor,atol", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("backend,device", BACKENDS)
-def test_forward_matches_reference(backend, device, shape, dtype, factor, atol):
+def test_forward_matches_reference(backend, device, shape, dtype):
     _skip_unsupported(backend, device, dtype)
     q, k, v = _inputs(SHAPES[shape], dtype, device)
     out = ops.sigmoid_attention(q, k, v, bias=-0.7, backend=backend)
     assert out.dtype == dtype and out.device.type == device
     ref64 = reference.sigmoid_attention(q.double(), k.double(), v.double(), bias=-0.7)
     ref_lp = reference.sigmoid_attention(q, k, v, bias=-0.7)
-    _check_flash(out, ref_lp, ref64, factor, atol, f"{backend} {shape}")
+    _check_flash(out, ref_lp, ref64, dtype, f"{backend} {shape}")
 
 
-@pytest.mark.parametrize("dtype,factor,atol", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", ["basic", "odd_dims", "shared_q", "broadcast", "multi_block"])
 @pytest.mark.parametrize("backend,device", BACKENDS)
-def test_gradients_match_reference(backend, device, shape, dtype, factor, atol):
+def test_gradients_match_reference(backend, device, shape, dtype):
     _skip_unsupported(backend, device, dtype)
     q, k, v = _inputs(SHAPES[shape], dtype, device, requires_grad=True)
     scale = 0.3
@@ -93,13 +90,13 @@ def test_gradients_match_reference(backend, device, shape, dtype, factor, atol):
     ref64 = _grads(reference.sigmoid_attention(*x64, scale, 0.25), x64, grad.double())
     for name, f, r, r64 in zip("qkv", fused, ref_lp, ref64):
         assert f.shape == r64.shape and f.dtype == dtype
-        _check_flash(f, r, r64, factor, atol, f"{backend} {shape} grad {name}")
+        _check_flash(f, r, r64, dtype, f"{backend} {shape} grad {name}")
 
 
-@pytest.mark.parametrize("dtype,factor,atol", DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shared_q", [True, False], ids=["q_CxD", "q_BxCxD"])
 @pytest.mark.parametrize("backend,device", BACKENDS)
-def test_interface_matches_reference(backend, device, shared_q, dtype, factor, atol):
+def test_interface_matches_reference(backend, device, shared_q, dtype):
     _skip_unsupported(backend, device, dtype)
     b, c, m, d = 3, 6, 11, 40
     q, v = _inputs([(c, d) if shared_q else (b, c, d), (b, m, d)], dtype, device, requires_grad=True)
@@ -109,12 +106,12 @@ def test_interface_matches_reference(backend, device, shared_q, dtype, factor, a
     x64 = [t.detach().double().requires_grad_() for t in (q, v)]
     ref64 = reference.sigmoid_interface(*x64, -math.log(m))
     ref_lp = reference.sigmoid_interface(q, v, -math.log(m))
-    _check_flash(out, ref_lp, ref64, factor, atol, f"{backend} interface")
+    _check_flash(out, ref_lp, ref64, dtype, f"{backend} interface")
     fused_g = _grads(out, (q, v), grad)
     ref_g = _grads(ref_lp, (q, v), grad)
     ref64_g = _grads(ref64, x64, grad.double())
     for name, f, r, r64 in zip(("q", "v"), fused_g, ref_g, ref64_g):
-        _check_flash(f, r, r64, factor, atol, f"{backend} interface grad {name}")
+        _check_flash(f, r, r64, dtype, f"{backend} interface grad {name}")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

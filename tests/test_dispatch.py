@@ -65,3 +65,31 @@ def test_auto_falls_back_to_reference_for_float64_triton_only():
     x = torch.randn(3, 2)
     name, _ = _backend.resolve("sigmoid_attention", None, x.device, x, x, x, 1.0, 0.0)
     assert name in ("cpu", "reference")
+
+
+def test_triton_is_the_gpu_default_of_every_family():
+    for op in ops.registered_ops():
+        assert _backend.auto_order(op, "cuda")[0] == "triton", op
+        assert "triton" not in _backend.auto_order(op, "cpu"), op
+
+
+class _CudaLike:
+    """Stands in for a CUDA tensor: the Triton predicate reads only .device and .dtype."""
+
+    def __init__(self, dtype=torch.float32):
+        self.device, self.dtype = torch.device("cuda", 0), dtype
+
+
+def test_triton_refuses_gpus_below_sm80_with_a_reason(monkeypatch):
+    from fact_fast.ops import _support
+    if not _support.triton_available():
+        pytest.skip("triton not installed")
+    monkeypatch.setattr(_support, "cuda_capability", lambda index: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Tesla T4")
+    reason = _support.triton(_CudaLike())
+    assert reason is not None and "8.0" in reason and "Tesla T4" in reason and "7.5" in reason
+    monkeypatch.setattr(_support, "cuda_capability", lambda index: (8, 0))
+    assert _support.triton(_CudaLike()) is None
+    monkeypatch.setattr(_support, "cuda_capability", lambda index: (9, 0))
+    assert _support.triton(_CudaLike(torch.bfloat16)) is None
+    assert "dtype" in _support.triton(_CudaLike(torch.float64))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fact_fast import _extension, ops
-from fact_fast.ops import reference
+from fact_fast.ops import reference, tolerances
 from op_utils import fused_backends, non_contiguous
 
 # (backend, device); CUDA variants run only on a GPU machine.
@@ -20,15 +20,9 @@ BACKENDS = [
     pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.cuda),
     pytest.param("triton", "cuda", id="triton-cuda", marks=pytest.mark.cuda),
 ]
-# (dtype, atol, rtol) for values (dist, loss, gradients) against float64 oracles.
-DTYPES = [
-    pytest.param(torch.float32, 1e-4, 1e-5, id="fp32"),
-    pytest.param(torch.float16, 2e-2, 2e-3, id="fp16"),
-    pytest.param(torch.bfloat16, 1e-1, 1.6e-2, id="bf16"),
-    pytest.param(torch.float64, 1e-10, 1e-10, id="fp64"),
-]
-# Relative rounding band of the fp32 expanded distance, as a fraction of ‖z‖² + max‖p‖².
-INDEX_REL = 1e-5
+# (dtype, atol, rtol) for values (dist, loss, gradients) against float64 oracles: tolerances.VQ
+DTYPES = [pytest.param(dtype, atol, rtol, id=tolerances.DTYPE_NAMES[dtype])
+          for dtype, (atol, rtol) in tolerances.VQ.items()]
 SHAPES = [(0, 5, 7), (1, 1, 3), (1, 9, 16), (33, 17, 19), (65, 7, 40), (20, 70, 24)]
 
 
@@ -58,8 +52,7 @@ def assert_near_optimal(z, codebook, index, ref_index=None):
     if exact.shape[0] == 0:
         return
     assert ((index >= 0) & (index < codebook.shape[0])).all()
-    scale = z.detach().double().cpu().pow(2).sum(1) + codebook.detach().double().cpu().pow(2).sum(1).max()
-    tol = INDEX_REL * scale
+    tol = tolerances.vq_index_band(z, codebook)
     got = exact.gather(1, index[:, None]).squeeze(1)
     assert (got - exact.min(1).values <= tol).all(), "index is not within rounding of the nearest codeword"
     if ref_index is not None:

@@ -134,14 +134,20 @@ def compiled_reference_fwd_bwd(device: torch.device, dtype: torch.dtype = torch.
     return records
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Count kernel launches (CUDA) or op calls (CPU) per fuzzy_loss step")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="benchmarks.run output to add a 'launch_counts' key to")
-    args = p.parse_args(argv)
+    p.add_argument("--skip-compiled", action="store_true",
+                   help="count launches only (no torch.compile(reference) forward+backward timing)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     device = torch.device(args.device)
     records = launch_counts(device)
-    compiled = compiled_reference_fwd_bwd(device)
+    compiled = [] if args.skip_compiled else compiled_reference_fwd_bwd(device)
     for r in compiled:
         print(f"[{r['op']}/{r['size']}] torch.compile(reference) forward+backward "
               f"{r['forward_backward']['median_ms']:.3f} ms", file=sys.stderr)
@@ -154,13 +160,16 @@ def main(argv=None) -> int:
         with open(args.json) as f:
             doc = json.load(f)
         doc["launch_counts"] = {"device_type": device.type, "cases": records}
-        doc["compiled_reference_forward_backward"] = compiled
-        for case, extra in zip(doc.get("cases", []), compiled):
-            ref = case["results"].get("reference", {}).get("forward_backward", {}).get("median_ms")
-            if case["size"] == extra["size"] and ref:
+        if compiled:
+            doc["compiled_reference_forward_backward"] = compiled
+        timed = {(case["op"], case["size"]): case for case in doc.get("cases", [])}
+        for extra in compiled:
+            case = timed.get((extra["op"], extra["size"]), {})
+            ref = case.get("results", {}).get("reference", {}).get("forward_backward", {}).get("median_ms")
+            if ref:
                 extra["reference_over_compiled"] = ref / extra["forward_backward"]["median_ms"]
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)
+        from benchmarks.run import write_json
+        write_json(args.json, doc)
         print(f"updated {args.json}", file=sys.stderr)
     return 0
 

@@ -40,8 +40,19 @@ def compiled(device_type: str, op: str, tensor: torch.Tensor) -> str | None:
     return None
 
 
+# The Triton kernels use bf16 and tf32 (3xTF32) tensor-core instructions, which need Ampere (sm_80).
+TRITON_MIN_CAPABILITY = (8, 0)
+
+
+@torch.compiler.assume_constant_result
+def cuda_capability(index: int | None) -> tuple[int, int]:
+    """Compute capability of CUDA device ``index`` (None: the current one); a constant for torch.compile."""
+    return torch.cuda.get_device_capability(index)
+
+
 def triton(tensor: torch.Tensor) -> str | None:
-    """Triton can run on tensors like ``tensor`` (GPU, or CPU under TRITON_INTERPRET=1)."""
+    """Triton can run on tensors like ``tensor`` (GPU of compute capability >= 8.0, or CPU under
+    TRITON_INTERPRET=1)."""
     if not triton_available():
         return "triton is not installed"
     if tensor.device.type == "cpu" and not triton_interpreting():
@@ -50,4 +61,11 @@ def triton(tensor: torch.Tensor) -> str | None:
         return f"Triton does not support device {tensor.device.type}"
     if tensor.dtype not in TRITON_DTYPES:
         return f"dtype {tensor.dtype} is not supported by the Triton kernels"
+    if tensor.device.type == "cuda":
+        index = tensor.device.index
+        capability = cuda_capability(index)
+        if tuple(capability) < TRITON_MIN_CAPABILITY:
+            return (f"the Triton kernels need compute capability >= {TRITON_MIN_CAPABILITY[0]}.{TRITON_MIN_CAPABILITY[1]}"
+                    f" (bf16 and tf32 tensor-core instructions); {torch.cuda.get_device_name(index)} is "
+                    f"{capability[0]}.{capability[1]}")
     return None

@@ -11,7 +11,7 @@ import torch
 from fact_fast import _extension
 
 from . import _support, reference
-from ._backend import register, resolve, set_auto_order
+from ._backend import register, resolve
 from ._validate import check_finite_number, check_same_device, check_same_dtype, check_tensor
 
 OP_ATTENTION = "sigmoid_attention"
@@ -255,9 +255,3 @@ def _triton_supports(q, *tensors_and_args):
 
 register(OP_ATTENTION, "triton", supports=_triton_supports)(_attention_via(_triton_attention, _triton_kv))
 register(OP_INTERFACE, "triton", supports=_triton_supports)(_interface_via(_triton_kv))
-
-# On GPUs prefer Triton: for fp16/bf16 its forward and backward run every product on tensor cores
-# (tl.dot), while the CUDA extension's backward (and its forward outside fp16/bf16 with head dims
-# % 16 == 0) is scalar FMA. (float32 is exact FMA in both.)
-for _op in (OP_ATTENTION, OP_INTERFACE):
-    set_auto_order(_op, "cuda", ("triton", "cuda", "reference"))

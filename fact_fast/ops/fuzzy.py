@@ -7,7 +7,8 @@ Fused backends (``cpu``, ``cuda``: the compiled ops ``fact_fast::fuzzy_loss`` /
 run one forward kernel and one backward kernel per call. The forward returns per-sample stats
 (the two log-sum-exps and the Jaccard numerator/denominator, [B, 4]) that the backward uses to
 rebuild ∂L/∂μ without any [B, C] softmax buffer; μ and the distances are recomputed there.
-Only the Gaussian membership kernel is fused; the others run in the reference.
+Only the Gaussian membership kernel is fused; the others run in the reference. The kernels take no
+label mask: a masked ``fuzzy_loss`` runs the reference.
 """
 from __future__ import annotations
 
@@ -64,32 +65,62 @@ def fuzzy_membership(e: torch.Tensor, s: torch.Tensor, tau, kernel: str = "gauss
     return fn(e, s, tau, kernel)
 
 
-def _check_labels(y: torch.Tensor, e: torch.Tensor) -> None:
+def _check_mask(mask, y: torch.Tensor) -> None:
+    check_tensor("mask", mask, ndim=2, dtypes=(torch.bool,))
+    check_same_device(y=y, mask=mask)
+    if tuple(mask.shape) != tuple(y.shape):
+        raise ValueError(f"mask must have shape [B, C] = {tuple(y.shape)} like y, got {tuple(mask.shape)}")
+
+
+def _check_labels(y: torch.Tensor, e: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """Shape/dtype checks, and that every observed label is 0 or 1 — without a host sync off the CPU.
+
+    bool labels are binary by type: nothing runs. Other dtypes cost a few elementwise ops: on CPU
+    tensors a ValueError is raised at once; on a GPU the check is a device-side assertion
+    (``torch._assert_async``), so a training step never waits for it; a bad label then fails the
+    next synchronization with the message below (and, CUDA being CUDA, the context with it).
+    Skipped while torch.compile traces.
+    """
     check_tensor("y", y, ndim=2, dtypes=None)
     check_same_device(e=e, y=y)
     if tuple(y.shape) != tuple(e.shape[:2]):
         raise ValueError(f"y must have shape [B, C] = {tuple(e.shape[:2])}, got {tuple(y.shape)}")
     if y.dtype.is_complex:
         raise TypeError(f"y must be a real (bool, integer or float) tensor, got {y.dtype}")
-    # A value check costs a few elementwise ops and a device sync; bool labels are binary by type.
-    if y.dtype != torch.bool and not is_compiling() and y.numel() > 0 and bool(((y != 0) & (y != 1)).any()):
-        raise ValueError("y must be binary (every entry 0 or 1)")
+    if mask is not None:
+        _check_mask(mask, y)
+    if y.dtype == torch.bool or is_compiling() or y.numel() == 0:
+        return
+    bad = (y != 0) & (y != 1)
+    if mask is not None:
+        bad = bad & mask
+    if y.device.type == "cpu":
+        if bool(bad.any()):
+            raise ValueError(f"y must be binary (every {'observed ' if mask is not None else ''}entry 0 or 1)")
+    else:
+        torch._assert_async(~bad.any(), "fact_fast.ops.fuzzy_loss: y must be binary (every observed entry 0 or 1)")
 
 
 def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: float = 1.0,
                logit_scale: float = 10.0, threshold: float = 0.5, smooth: float = 1.0, reduction: str = "mean",
-               *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               *, mask: torch.Tensor | None = None, backend: str | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian fuzzy membership fused with FACT's point + set loss.
 
     Args:
         e: [B, C, d]; s: [C, d]; y: [B, C] binary labels (bool/int/float); tau > 0.
         alpha: weight of the set (fuzzy Jaccard) loss; logit_scale λ and threshold δ form f = λ(μ − δ);
-        smooth: ε of the Jaccard; reduction: "mean" (0 for an empty batch), "sum" or "none".
+        smooth: ε of the Jaccard; reduction: "mean" (over B; 0 for an empty batch), "sum" or "none".
+        mask: optional bool [B, C], True where the label is observed. Unobserved entries are left
+            out of both point-loss sums and of the Jaccard numerator and denominator (their label
+            may be NaN; their gradient is exactly 0); a row with nothing observed contributes 0.
+            The fused kernels take no mask: with one, ``auto`` runs the reference and a fused
+            backend named explicitly raises :class:`BackendUnavailableError`.
     Returns:
         ``(loss, mu)``: loss per ``reduction`` (float32, or float64 for float64 inputs), μ [B, C] in e.dtype.
     """
     _check_e_s_tau(e, s, tau)
-    _check_labels(y, e)
+    _check_labels(y, e, mask)
     alpha = check_finite_number("alpha", alpha)
     logit_scale = check_finite_number("logit_scale", logit_scale)
     threshold = check_finite_number("threshold", threshold)
@@ -97,8 +128,9 @@ def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: fl
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     tau = tau.reshape(()) if isinstance(tau, torch.Tensor) else tau
-    _, fn = resolve(OP_LOSS, backend, e.device, e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction)
-    return fn(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction)
+    args = (e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, mask)
+    _, fn = resolve(OP_LOSS, backend, e.device, *args)
+    return fn(*args)
 
 
 register(OP_MEMBERSHIP, "reference")(reference.fuzzy_membership)
@@ -129,7 +161,8 @@ def _membership_fake(e, s, tau):
 
 
 def _backward_fake(grad_loss, grad_mu, e, s, y, tau, stats, alpha, logit_scale, threshold, reduction):
-    return torch.empty_like(e), torch.empty_like(s), e.new_empty((), dtype=_compute_dtype(e))
+    # Contiguous, like the real kernels' outputs (empty_like would keep a transposed e's strides).
+    return e.new_empty(e.shape), s.new_empty(s.shape), e.new_empty((), dtype=_compute_dtype(e))
 
 
 def _autograd(backward_op):
@@ -165,10 +198,21 @@ def _autograd(backward_op):
 
 
 def _fused_loss(loss_op):
-    def run(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction):
+    def run(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, mask=None):
+        # mask is None here: _unmasked sends masked calls to the reference
         loss, mu, _ = loss_op(e, s, y, _tau_tensor(tau, e), alpha, logit_scale, threshold, smooth, reduction)
         return loss, mu
     return run
+
+
+def _unmasked(reason_fn):
+    """``supports`` of a fused loss: the kernels take no mask, so a masked call goes to the reference."""
+    def supports(e, *args):
+        mask = args[8] if len(args) > 8 else None  # (s, y, tau, alpha, λ, δ, ε, reduction, mask)
+        if mask is not None:
+            return "the fused fuzzy_loss kernels take no mask (the reference does)"
+        return reason_fn(e)
+    return supports
 
 
 def _fused_membership(membership_op):
@@ -196,7 +240,7 @@ if _extension.load() and _extension.has_kernel(OP_LOSS, "cpu"):
     torch.library.register_autograd("fact_fast::fuzzy_membership", _mbwd, setup_context=_msetup)
 
     for _device in ("cpu", "cuda"):
-        register(OP_LOSS, _device, supports=lambda e, *a, _d=_device: _support.compiled(_d, OP_LOSS, e)
+        register(OP_LOSS, _device, supports=_unmasked(lambda e, _d=_device: _support.compiled(_d, OP_LOSS, e))
                  )(_fused_loss(lambda *a: torch.ops.fact_fast.fuzzy_loss(*a)))
         register(OP_MEMBERSHIP, _device,
                  supports=_gaussian_only(lambda e, _d=_device: _support.compiled(_d, OP_MEMBERSHIP, e))
@@ -249,6 +293,6 @@ def _triton_supports(e: torch.Tensor) -> str | None:
     return reason
 
 
-register(OP_LOSS, "triton", supports=lambda e, *a: _triton_supports(e))(_fused_loss(_fuzzy_loss_triton))
+register(OP_LOSS, "triton", supports=_unmasked(_triton_supports))(_fused_loss(_fuzzy_loss_triton))
 register(OP_MEMBERSHIP, "triton", supports=_gaussian_only(_triton_supports))(
     _fused_membership(_fuzzy_membership_triton))

@@ -13,6 +13,7 @@ the dependence of the degrees on the values.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import torch
@@ -26,9 +27,21 @@ from ._validate import INDEX_DTYPES, check_same_device, check_size, check_tensor
 OP_PROPAGATE = "gcn_propagate"
 
 
+def check_csr_value(value: torch.Tensor, col: torch.Tensor) -> None:
+    """Edge weights: a float [nnz] tensor beside ``col`` (metadata only, no sync)."""
+    check_tensor("value", value, ndim=1)
+    check_same_device(col=col, value=value)
+    check_size("value", value, 0, col.shape[0], "the number of edges nnz = len(col)")
+
+
 def check_csr(n: int, rowptr: torch.Tensor, col: torch.Tensor, value: torch.Tensor | None,
               device: torch.device) -> None:
-    """Raise unless (rowptr, col, value) is a well-formed CSR graph with n rows and n columns."""
+    """Raise unless (rowptr, col, value) is a well-formed CSR graph with n rows and n columns.
+
+    The value checks (rowptr from 0 to nnz and non-decreasing, columns in [0, n)) are reduced on the
+    device into one small tensor read back once: one host sync per validation. They are skipped
+    while torch.compile traces (they would break the graph).
+    """
     check_tensor("rowptr", rowptr, ndim=1, dtypes=INDEX_DTYPES)
     check_tensor("col", col, ndim=1, dtypes=INDEX_DTYPES)
     check_same_device(x=torch.empty(0, device=device), rowptr=rowptr, col=col)
@@ -36,31 +49,25 @@ def check_csr(n: int, rowptr: torch.Tensor, col: torch.Tensor, value: torch.Tens
         raise ValueError(f"rowptr must have n + 1 = {n + 1} entries for x with n = {n} rows, "
                          f"got {rowptr.shape[0]}")
     if value is not None:
-        check_tensor("value", value, ndim=1)
-        check_same_device(col=col, value=value)
-        check_size("value", value, 0, col.shape[0], "the number of edges nnz = len(col)")
+        check_csr_value(value, col)
     if is_compiling():
-        return  # the checks below read values, which would break the compiled graph
+        return
     nnz = col.shape[0]
-    if rowptr[0].item() != 0 or rowptr[-1].item() != nnz:
+    first, last, decreasing, out_of_range = torch.stack([
+        rowptr[0].long(), rowptr[-1].long(), (rowptr[1:] < rowptr[:-1]).any().long(),
+        ((col < 0) | (col >= n)).any().long()]).tolist()
+    if first != 0 or last != nnz:
         raise ValueError(f"rowptr must start at 0 and end at nnz = len(col) = {nnz}, "
-                         f"got rowptr[0] = {rowptr[0].item()}, rowptr[-1] = {rowptr[-1].item()}")
-    if n > 0 and bool((rowptr[1:] < rowptr[:-1]).any()):
+                         f"got rowptr[0] = {first}, rowptr[-1] = {last}")
+    if decreasing:
         raise ValueError("rowptr must be non-decreasing (a malformed CSR row pointer)")
-    if nnz > 0 and bool(((col < 0) | (col >= n)).any()):
+    if out_of_range:
         raise ValueError(f"col has entries outside [0, {n}) (out-of-range column indices)")
 
 
 def _compute_dtype(x_dtype: torch.dtype) -> torch.dtype:
     """The accumulation dtype of the kernels, also the dtype of dinv and of the values they read."""
     return torch.float64 if x_dtype == torch.float64 else torch.float32
-
-
-def _common_index(rowptr: torch.Tensor, col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """rowptr and col in one index dtype (the kernels are compiled per index dtype, not per pair)."""
-    if rowptr.dtype == col.dtype:
-        return rowptr, col
-    return rowptr.long(), col.long()
 
 
 def degree_inv_sqrt(rowptr: torch.Tensor, value: torch.Tensor | None, add_self_loops: bool,
@@ -98,6 +105,21 @@ def transpose_csr(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int
     return t_rowptr, row[perm], perm.to(rowptr.dtype)
 
 
+class _Derived:
+    """What a graph derives from its index tensors, kept apart from the graph so the raw-tensor
+    cache can hold it without keeping the user's tensors alive. ``value_degrees`` says whether
+    weighted degrees may be cached here (not when graphs with different weights share it)."""
+
+    def __init__(self, rowptr: torch.Tensor, col: torch.Tensor, value_degrees: bool = True):
+        # With mixed index dtypes, an int64 copy of the int32 one; never a reference to an original.
+        mixed = rowptr.dtype != col.dtype
+        self.rowptr64 = rowptr.long() if mixed and rowptr.dtype != torch.int64 else None
+        self.col64 = col.long() if mixed and col.dtype != torch.int64 else None
+        self.value_degrees = value_degrees
+        self.dinv: dict = {}
+        self.transposed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+
 class CSRGraph:
     """A square CSR graph prepared for :func:`gcn_propagate`: validated once, reused every step.
 
@@ -106,7 +128,8 @@ class CSRGraph:
 
     * ``dinv(add_self_loops, dtype)`` — D̃^{-1/2} of A (+ I), weighted, duplicates summed. It is
       recomputed automatically when ``value`` is modified in place (an optimizer step on learnable
-      edge weights bumps the tensor's version counter);
+      edge weights bumps the tensor's version counter). While torch.compile traces, weighted
+      degrees are computed inside the compiled graph instead (a version counter cannot be guarded);
     * ``transposed()`` — ``(t_rowptr, t_col, t_perm)``, the CSR of Aᵀ and the map from its edges
       back to the edge ids of A, which the backward (dX = Âᵀ dY, d value) needs.
 
@@ -114,18 +137,19 @@ class CSRGraph:
     """
 
     def __init__(self, rowptr: torch.Tensor, col: torch.Tensor, value: torch.Tensor | None = None,
-                 num_nodes: int | None = None, *, validate: bool = True):
+                 num_nodes: int | None = None, *, validate: bool = True, _derived: _Derived | None = None):
         check_tensor("rowptr", rowptr, ndim=1, dtypes=INDEX_DTYPES)
         n = rowptr.shape[0] - 1 if num_nodes is None else int(num_nodes)
         if n < 0:
             raise ValueError("rowptr must have at least one entry (n + 1 for n nodes)")
         if validate:
             check_csr(n, rowptr, col, value, rowptr.device)
-        self.rowptr, self.col = _common_index(rowptr, col)
+        self._derived = _Derived(rowptr, col) if _derived is None else _derived
+        # one index dtype (the kernels are compiled per index dtype, not per pair)
+        self.rowptr = rowptr if self._derived.rowptr64 is None else self._derived.rowptr64
+        self.col = col if self._derived.col64 is None else self._derived.col64
         self.value = value
         self.num_nodes = n
-        self._dinv: dict = {}
-        self._transposed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -137,19 +161,21 @@ class CSRGraph:
 
     def dinv(self, add_self_loops: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Cached D̃^{-1/2} [n] in ``dtype`` (not differentiable; see :func:`degree_inv_sqrt`)."""
+        if self.value is not None and (is_compiling() or not self._derived.value_degrees):
+            return degree_inv_sqrt(self.rowptr, self.value, add_self_loops, dtype)
         version = None if self.value is None else self.value._version
         key = (bool(add_self_loops), dtype)
-        hit = self._dinv.get(key)
+        hit = self._derived.dinv.get(key)
         if hit is None or hit[0] != version:
             hit = (version, degree_inv_sqrt(self.rowptr, self.value, add_self_loops, dtype))
-            self._dinv[key] = hit
+            self._derived.dinv[key] = hit
         return hit[1]
 
     def transposed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Cached ``(t_rowptr, t_col, t_perm)``: Aᵀ in CSR and its edges' ids in A."""
-        if self._transposed is None:
-            self._transposed = transpose_csr(self.rowptr, self.col, self.num_nodes)
-        return self._transposed
+        if self._derived.transposed is None:
+            self._derived.transposed = transpose_csr(self.rowptr, self.col, self.num_nodes)
+        return self._derived.transposed
 
     def to(self, device: torch.device | str) -> "CSRGraph":
         """A copy on ``device`` (no re-validation; caches are rebuilt there on first use)."""
@@ -159,6 +185,44 @@ class CSRGraph:
     def __repr__(self) -> str:
         return (f"CSRGraph(num_nodes={self.num_nodes}, nnz={self.nnz}, index_dtype={self.col.dtype}, "
                 f"weighted={self.value is not None}, device={self.device})")
+
+
+class _RawGraphCache:
+    """The validation and transpose of raw-tensor ``gcn_propagate`` calls, so that a training loop
+    passing the same ``rowptr``/``col`` tensors every step validates them (one host sync) and sorts
+    the transpose once, as a :class:`CSRGraph` would.
+
+    Keyed by the tensors' identities; an entry holds only weak references to them (it dies with
+    either) and their version counters and storage at validation, so an in-place change of rowptr
+    or col re-validates. Edge weights are not cached: their degrees are recomputed every call
+    (one scan over nnz, no sync), so a raw call always uses the values it is given.
+    """
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple] = {}
+        self.validations = 0  # how many graphs were validated (read by the tests)
+
+    def get(self, n: int, rowptr: torch.Tensor, col: torch.Tensor, value: torch.Tensor | None,
+            device: torch.device) -> CSRGraph:
+        key = (id(rowptr), id(col), n)
+        state = (rowptr._version, col._version, rowptr.data_ptr(), col.data_ptr())
+        entry = self._entries.get(key)
+        if entry is not None and entry[0]() is rowptr and entry[1]() is col and entry[2] == state:
+            if value is not None:
+                check_csr_value(value, col)
+            return CSRGraph(rowptr, col, value, n, validate=False, _derived=entry[3])
+        check_csr(n, rowptr, col, value, device)
+        self.validations += 1
+        derived = _Derived(rowptr, col, value_degrees=False)
+        drop = lambda _ref, key=key: self._entries.pop(key, None)  # noqa: E731
+        self._entries[key] = (weakref.ref(rowptr, drop), weakref.ref(col, drop), state, derived)
+        return CSRGraph(rowptr, col, value, n, validate=False, _derived=derived)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_raw_graphs = _RawGraphCache()
 
 
 def prepare_graph(rowptr: torch.Tensor, col: torch.Tensor, value: torch.Tensor | None = None,
@@ -210,16 +274,18 @@ def gcn_propagate(x: torch.Tensor, rowptr: torch.Tensor | CSRGraph, col: torch.T
         if graph.num_nodes != x.shape[0]:
             raise ValueError(f"x has {x.shape[0]} rows but the graph has {graph.num_nodes} nodes")
         check_same_device(x=x, graph=graph.rowptr)
-        _, fn = resolve(OP_PROPAGATE, backend, x.device, x, graph.rowptr, graph.col, graph.value,
-                        add_self_loops, normalize)
-        if fn is reference.gcn_propagate:
-            return fn(x, graph.rowptr, graph.col, graph.value, add_self_loops, normalize)
-        return fn(x, graph.rowptr, graph.col, graph.value, add_self_loops, normalize, graph=graph)
-    if col is None:
+    elif col is None:
         raise TypeError("gcn_propagate() needs col (or a CSRGraph in place of rowptr)")
-    check_csr(x.shape[0], rowptr, col, value, x.device)
-    _, fn = resolve(OP_PROPAGATE, backend, x.device, x, rowptr, col, value, add_self_loops, normalize)
-    return fn(x, rowptr, col, value, add_self_loops, normalize)
+    elif is_compiling():  # no cache while tracing: shapes are checked, degrees computed in the graph
+        check_csr(x.shape[0], rowptr, col, value, x.device)
+        graph = CSRGraph(rowptr, col, value, x.shape[0], validate=False)
+    else:
+        graph = _raw_graphs.get(x.shape[0], rowptr, col, value, x.device)
+    _, fn = resolve(OP_PROPAGATE, backend, x.device, x, graph.rowptr, graph.col, graph.value,
+                    add_self_loops, normalize)
+    if fn is reference.gcn_propagate:
+        return fn(x, graph.rowptr, graph.col, graph.value, add_self_loops, normalize)
+    return fn(x, graph.rowptr, graph.col, graph.value, add_self_loops, normalize, graph=graph)
 
 
 register(OP_PROPAGATE, "reference")(reference.gcn_propagate)
@@ -259,26 +325,19 @@ def _fused_propagate(spmm: Callable) -> Callable:
     """A backend function calling ``spmm`` (a ``gcn_spmm``-schema op) with dinv and the transpose."""
 
     def run(x, rowptr, col, value, add_self_loops, normalize, graph: CSRGraph | None = None):
+        if graph is None:  # called directly, not through gcn_propagate
+            graph = CSRGraph(rowptr, col, value, x.shape[0], validate=False)
         compute = _compute_dtype(x.dtype)
-        if graph is None:
-            rowptr, col = _common_index(rowptr, col)
-        else:
-            rowptr, col = graph.rowptr, graph.col
-        n = x.shape[0]
-        if not normalize:
-            dinv = torch.ones(n, dtype=compute, device=x.device)
-        elif graph is not None:
-            dinv = graph.dinv(add_self_loops, compute)
-        else:
-            dinv = degree_inv_sqrt(rowptr, value, add_self_loops, compute)
+        dinv = graph.dinv(add_self_loops, compute) if normalize else torch.ones(
+            x.shape[0], dtype=compute, device=x.device)
         if value is not None:
             value = value.to(compute)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or (value is not None and value.requires_grad))
         if needs_grad:
-            t_rowptr, t_col, t_perm = graph.transposed() if graph is not None else transpose_csr(rowptr, col, n)
+            t_rowptr, t_col, t_perm = graph.transposed()
         else:
-            t_rowptr = t_col = t_perm = rowptr.new_empty(0)
-        return spmm(x, rowptr, col, value, dinv, t_rowptr, t_col, t_perm, add_self_loops, normalize)
+            t_rowptr = t_col = t_perm = graph.rowptr.new_empty(0)
+        return spmm(x, graph.rowptr, graph.col, value, dinv, t_rowptr, t_col, t_perm, add_self_loops, normalize)
 
     return run
 

@@ -24,7 +24,7 @@ import torch
 from fact_fast import _extension
 
 from . import _support, reference
-from ._backend import register, resolve, set_auto_order
+from ._backend import register, resolve
 from ._validate import check_finite_number, check_same_device, check_same_dtype, check_size, check_tensor
 
 OP_NEAREST = "vq_nearest"
@@ -230,9 +230,3 @@ vq_quantize_triton.register_autograd(_bwd, setup_context=_ctx)
 register(OP_NEAREST, "triton", supports=lambda z, codebook, deterministic=False: _support.triton(z))(vq_nearest_triton)
 register(OP_QUANTIZE, "triton", supports=lambda z, codebook, beta=0.25, deterministic=False: _support.triton(z)
          )(_flat_quantize(vq_quantize_triton))
-
-# On GPUs prefer Triton: its autotuned, pipelined tensor-core tiles (tf32x3 for fp32) are expected to
-# beat the straightforward CUDA tiles (SIMT fp32, unpipelined wmma fp16/bf16). A guess until the GPU
-# benchmark (benchmarks/results/*cuda*) is run; flip the order if it says otherwise.
-for _op in (OP_NEAREST, OP_QUANTIZE):
-    set_auto_order(_op, "cuda", ("triton", "cuda", "reference"))

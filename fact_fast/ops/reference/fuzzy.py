@@ -36,17 +36,36 @@ def fuzzy_membership(e: torch.Tensor, s: torch.Tensor, tau, kernel: str = "gauss
 
 
 def point_set_loss(mu: torch.Tensor, y: torch.Tensor, alpha: float, logit_scale: float, threshold: float,
-                   smooth: float) -> torch.Tensor:
-    """Per-sample L_point + α·L_set from memberships μ [B, C] and binary labels y [B, C] -> [B]."""
+                   smooth: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample L_point + α·L_set from memberships μ [B, C] and binary labels y [B, C] -> [B].
+
+    ``mask`` (optional bool [B, C], True = label observed) drops the other entries from both
+    point-loss sums and from the Jaccard numerator and denominator; their gradient is exactly 0
+    and their label value is never read (it may be NaN). A row with no observed entry gives 0.
+    """
     f = logit_scale * (mu - threshold)
     pos = y > 0.5
+    neg = ~pos
+    if mask is not None:
+        pos, neg = pos & mask, neg & mask
     neg_inf = torch.full_like(f, float("-inf"))
     zero = torch.zeros_like(f[:, :1])
-    # log(1 + Σ exp(x)) = logsumexp([0, x...]); masked classes contribute exp(−inf) = 0.
-    point_neg = torch.logsumexp(torch.cat([zero, torch.where(pos, neg_inf, f)], dim=1), dim=1)
+    # log(1 + Σ exp(x)) = logsumexp([0, x...]); excluded classes contribute exp(−inf) = 0.
+    point_neg = torch.logsumexp(torch.cat([zero, torch.where(neg, f, neg_inf)], dim=1), dim=1)
     point_pos = torch.logsumexp(torch.cat([zero, torch.where(pos, -f, neg_inf)], dim=1), dim=1)
-    yf = y.to(mu.dtype)
-    jaccard = ((yf * mu).sum(1) + smooth) / ((yf + (1 - yf) * mu).sum(1) + smooth)
+    if mask is None:
+        yf = y.to(mu.dtype)
+        jaccard = ((yf * mu).sum(1) + smooth) / ((yf + (1 - yf) * mu).sum(1) + smooth)
+        return point_neg + point_pos + alpha * (1 - jaccard)
+    # torch.where, not a product with the mask: an unobserved label may be NaN, and NaN·0 is NaN.
+    yf = torch.where(mask, y.to(mu.dtype), torch.zeros_like(mu))
+    mu_seen = torch.where(mask, mu, torch.zeros_like(mu))
+    numerator = (yf * mu_seen).sum(1) + smooth
+    denominator = (yf + (1 - yf) * mu_seen).sum(1) + smooth
+    observed = mask.any(1)
+    # rows with nothing observed: J = 1 exactly, also when smooth = 0 (no 0/0 in value or gradient)
+    jaccard = torch.where(observed, numerator / torch.where(observed, denominator, torch.ones_like(denominator)),
+                          torch.ones_like(numerator))
     return point_neg + point_pos + alpha * (1 - jaccard)
 
 
@@ -62,10 +81,14 @@ def reduce_loss(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: float = 1.0,
                logit_scale: float = 10.0, threshold: float = 0.5, smooth: float = 1.0,
-               reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian membership + point/set loss. Returns (loss, μ [B, C]); loss per ``reduction``."""
+               reduction: str = "mean", mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian membership + point/set loss. Returns (loss, μ [B, C]); loss per ``reduction``.
+
+    ``mask``: optional bool [B, C], True where the label is observed (see :func:`point_set_loss`);
+    'mean' still divides by B.
+    """
     compute = torch.float64 if e.dtype == torch.float64 else torch.float32
     tau_c = tau.to(compute) if isinstance(tau, torch.Tensor) else tau
     mu = fuzzy_membership(e.to(compute), s.to(compute), tau_c)
-    loss = reduce_loss(point_set_loss(mu, y, alpha, logit_scale, threshold, smooth), reduction)
+    loss = reduce_loss(point_set_loss(mu, y, alpha, logit_scale, threshold, smooth, mask), reduction)
     return loss, mu.to(e.dtype)
