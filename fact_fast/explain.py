@@ -112,11 +112,12 @@ def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndar
                        out_dir: str) -> int:
     """For each ``(row, name, image [3, S, S])`` of ``items`` and each positive class of
     ``scores[row]`` (``score > threshold``, as ``predict``), an overlay PNG
-    ``<row>_<image>__<class>.png`` (the model input with the heatmap, enlarged by
-    :func:`display_scale`; colours span the map's own minimum..maximum, kept as ``heat_range``), plus ``explanations.json``: per image the method, the feature grid
-    (h, w) the map comes from, and per positive class its score, threshold, PNG, ``peak_xy`` (the
-    heatmap's maximum in model-input pixels, x right, y down) and, for FACT, the codebook ``atoms``
-    that carried the evidence. Returns the number of PNGs written."""
+    ``<row>_<image>__<class>.png``: the model input with the heatmap, enlarged by
+    :func:`display_scale`, colours spanning the map's own minimum..maximum (kept as
+    ``heat_range``). Plus ``explanations.json``: per image the method, the feature grid (h, w) the
+    map comes from, and per positive class its score, threshold, PNG, ``peak_xy`` (the heatmap's
+    maximum in model-input pixels, x right, y down) and, for FACT, the codebook ``atoms`` that
+    carried the evidence. Returns the number of PNGs written."""
     from PIL import Image
 
     from fact_fast.predict import positive_calls

@@ -206,9 +206,9 @@ def fig_ap_auc_vs_prevalence(names: list, prevalence: Sequence[float], ap: dict,
                 ax.annotate(lab, (xx, yy), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.set_xscale("log")
         if label.startswith("average") and pts:
-            chance = sorted((100 * p, 100 * test_prev[n]) for n, p in zip(names, prevalence)
-                            if p and test_prev.get(n) is not None)
-            ax.plot(*zip(*chance), color="gray", ls="--", lw=1, label="chance (test prevalence)")
+            chance = [(100 * p, 100 * test_prev[n]) for n, p in zip(names, prevalence)
+                      if p and values.get(n) is not None]
+            ax.scatter(*zip(*chance), marker="_", s=120, color="gray", label="chance = the class's test prevalence")
             ax.legend(fontsize=8, loc="lower right")
         elif pts:
             ax.axhline(50, color="gray", ls="--", lw=1)
@@ -463,9 +463,9 @@ def build_report(run_dir: str, out_dir: str | None = None, *, thresholds: str = 
                                  metrics["per_class_prevalence"]),
         "ap_auc_vs_prevalence.png", "Per-class AP and AUC against prevalence",
         "Each dot is one class: its test-split average precision (left) and ROC AUC (right) against how often "
-        "it is positive in the training split. Rare classes are usually harder; the dashed line is what a "
-        "random ranking achieves (AP = the class's test prevalence; AUC = 50 %). Classes without a test "
-        "positive (or, for AUC, without a test negative) are left out.")
+        "it is positive in the training split. Rare classes are usually harder. What a random ranking achieves: "
+        "the grey dashes on the left (AP = the class's test prevalence), the dashed line on the right (AUC = "
+        "50 %). Classes without a test positive (or, for AUC, without a test negative) are left out.")
     add(_class_curves(scores, targets, names, "pr"), "pr_curves.png", "Precision-recall curves",
         "One panel per class on the test split: precision against recall as the decision threshold sweeps "
         "from high to low; the dashed line is the class's prevalence (a random ranking). n+ = test positives.")

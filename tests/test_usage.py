@@ -9,7 +9,6 @@ between feature positions, upsampling, the PNG and ``peak_xy`` moves the peak ou
 """
 import csv
 import json
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -167,7 +166,8 @@ def test_predict_csv_rows_columns_and_errors(fact_run, images_dir, tmp_path, cap
                                                            "missing.png"]
     assert by_name["corrupt.png"]["error"].startswith("unreadable image")
     assert by_name["missing.png"]["error"] == "file not found"
-    assert "image too small: 40x5 px" in by_name["small.png"]["error"] and "at least 8 px" in by_name["small.png"]["error"]
+    small = by_name["small.png"]["error"]
+    assert "image too small: 40x5 px" in small and "at least 8 px" in small
     for bad in ("corrupt.png", "missing.png", "small.png"):
         assert all(by_name[bad][f"score:{c}"] == "" for c in names)
     model, ckpt = load_trained_model(os.path.join(fact_run, "best.pt"))
@@ -467,7 +467,8 @@ def test_export_matches_pytorch(run, fmt, tmp_path, request, capsys):
     assert diff <= 1e-4
     side = json.loads(open(out + ".json").read())
     model, ckpt = load_trained_model(os.path.join(run_dir, "best.pt"))
-    assert side["class_names"] == ckpt["class_names"] and side["preprocessing"] == json.loads(json.dumps(ckpt["preprocessing"]))
+    assert side["class_names"] == ckpt["class_names"]
+    assert side["preprocessing"] == json.loads(json.dumps(ckpt["preprocessing"]))
     assert side["thresholds"]["val-f1"] == ckpt["thresholds"]["f1"]
     assert side["max_abs_diff"] == pytest.approx(diff, rel=1e-2)
     # independent check on real test images, batch size 5 (traced with 2)
