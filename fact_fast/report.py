@@ -193,6 +193,17 @@ def fig_training_curves(rows: list):
     return fig
 
 
+def _percent_ticks(ax, lo: float, hi: float) -> None:
+    """Plain-number ticks (0.1, 0.3, 1, 3, 10, ...) on a logarithmic percent axis."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ticks = [t for t in (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100) if lo / 1.5 <= t <= hi * 1.5]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def fig_ap_auc_vs_prevalence(names: list, prevalence: Sequence[float], ap: dict, auc: dict, test_prev: dict):
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -205,6 +216,7 @@ def fig_ap_auc_vs_prevalence(names: list, prevalence: Sequence[float], ap: dict,
             for xx, yy, lab in pts:
                 ax.annotate(lab, (xx, yy), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.set_xscale("log")
+            _percent_ticks(ax, min(xs), max(xs))
         if label.startswith("average") and pts:
             chance = [(100 * p, 100 * test_prev[n]) for n, p in zip(names, prevalence)
                       if p and values.get(n) is not None]
@@ -280,6 +292,9 @@ def fig_reliability(scores, targets):
     ax.grid(alpha=0.3)
     ax2.bar(centers, r["count"], width=r["edges"][1] - r["edges"][0], color="tab:gray", edgecolor="white")
     ax2.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax2.yaxis.set_minor_formatter(NullFormatter())
     ax2.set_xlabel("score (all classes, test split, 10 bins)")
     ax2.set_ylabel("pairs")
     fig.tight_layout()
@@ -371,7 +386,10 @@ def fig_cooccurrence(true_p: np.ndarray, pred_p: np.ndarray, names: list, thresh
                          (axes[1], pred_p, f"from the predictions ({threshold_label})")):
         shown = m.copy()
         np.fill_diagonal(shown, np.nan)
+        ax.set_facecolor("#e6e6e6")  # undefined cells (i never positive) and the diagonal
         im = ax.imshow(shown, vmin=0, vmax=1, cmap="viridis")
+        if not np.isfinite(shown).any():
+            ax.text((c - 1) / 2, (c - 1) / 2, "no positive calls", ha="center", va="center", fontsize=11)
         ax.set_xticks(range(c))
         ax.set_yticks(range(c))
         ax.set_xticklabels(names, rotation=90, fontsize=7)
@@ -502,8 +520,8 @@ def build_report(run_dir: str, out_dir: str | None = None, *, thresholds: str = 
         "Co-occurrence: true against predicted",
         f"Cell (i, j) is the probability that finding j is present given finding i is present, on the test "
         f"split: from the labels (left) and from the model's positive calls with the {label} (right). "
-        f"Similar matrices mean the model reproduces how findings occur together; the diagonal (always 1) is "
-        f"blank.")
+        f"Similar matrices mean the model reproduces how findings occur together; grey cells are the diagonal "
+        f"(always 1) and rows of findings never present (left) or never called (right).")
     table = _threshold_table(ckpt, scores, targets, names, groups, THRESHOLD_CHOICES)
     with open(os.path.join(out_dir, "thresholds.csv"), "w", newline="") as fh:
         w = csv.writer(fh)
