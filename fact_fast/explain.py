@@ -115,8 +115,9 @@ def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndar
     ``<row>_<image>__<class>.png``: the model input with the heatmap, enlarged by
     :func:`display_scale`, colours spanning the map's own minimum..maximum (kept as
     ``heat_range``). Plus ``explanations.json``: per image the method, the feature grid (h, w) the
-    map comes from, and per positive class its score, threshold, PNG, ``peak_xy`` (the heatmap's
-    maximum in model-input pixels, x right, y down) and, for FACT, the codebook ``atoms`` that
+    map comes from, and per positive class its score, threshold, PNG, ``peak_xy`` (where the evidence
+    peaks, in model-input pixels, x right, y down: the centre of the hottest feature cell when the
+    model gives its own map, else the hottest pixel) and, for FACT, the codebook ``atoms`` that
     carried the evidence. Returns the number of PNGs written."""
     from PIL import Image
 
@@ -149,7 +150,12 @@ def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndar
             shown = (big_heats[j] - lo) / (hi - lo) if hi > lo else np.zeros_like(big_heats[j])
             Image.fromarray(overlay(big_rgb, shown)).save(os.path.join(out_dir, png))
             written += 1
-            y, x = np.unravel_index(int(np.argmax(heats[j])), heats[j].shape)
+            if extras.get("maps") is not None:  # the centre of the hottest feature cell
+                grid = extras["maps"][j]
+                gy, gx = np.unravel_index(int(np.argmax(grid)), grid.shape)
+                y, x = int((gy + 0.5) * S / grid.shape[0]), int((gx + 0.5) * S / grid.shape[1])
+            else:
+                y, x = np.unravel_index(int(np.argmax(heats[j])), heats[j].shape)
             item = {"class": class_names[c], "score": float(scores[row, c]), "threshold": float(thresholds[c]),
                     "heatmap": png, "peak_xy": [int(x), int(y)], "heat_range": [lo, hi]}
             if extras.get("codes") is not None:
