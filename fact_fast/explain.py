@@ -16,7 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["class_heatmaps", "atom_evidence", "overlay", "write_explanations"]
+from fact_fast.models import MultiLabelModel
+
+__all__ = ["class_heatmaps", "atom_evidence", "overlay", "write_explanations", "check_explainable",
+           "display_scale", "DISPLAY_SIDE"]
+
+DISPLAY_SIDE = 256  # overlay PNGs are enlarged to at least this side for viewing
 
 
 class _ScoresAsLogits(torch.nn.Module):
@@ -76,46 +81,83 @@ def _to_rgb(image: torch.Tensor, mean, std) -> np.ndarray:
 
 
 def overlay(image_rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """uint8 ``[S, S, 3]``: the image with the heatmap (jet colour map) blended over it."""
+    """uint8 ``[S, S, 3]``: the image (float ``[S, S, 3]`` in [0, 1]) with the heatmap (``[S, S]``
+    in [0, 1], jet colour map) blended over it."""
     from matplotlib import colormaps
 
     colored = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
     return (255 * ((1 - alpha) * image_rgb + alpha * colored)).clip(0, 255).astype(np.uint8)
 
 
+def display_scale(image_size: int) -> int:
+    """Integer factor the overlay PNGs are enlarged by so that they are at least
+    :data:`DISPLAY_SIDE` px (a pixel (x, y) of the model input is (x, y) * factor in the PNG)."""
+    return max(1, -(-DISPLAY_SIDE // int(image_size)))
+
+
+def check_explainable(model) -> None:
+    """Raise ImportError naming the package when ``model`` needs Grad-CAM and it is missing."""
+    if type(model).evidence_maps is MultiLabelModel.evidence_maps:
+        try:
+            import pytorch_grad_cam  # noqa: F401
+        except ImportError:
+            raise ImportError(f"--explain for {type(model).__name__} uses Grad-CAM: pip install grad-cam") from None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "image"
 
 
-def write_explanations(model, ckpt: dict, pipeline, names: list, images: list, scores: np.ndarray,
-                       thresholds: np.ndarray, out_dir: str, limit: int = 100) -> int:
-    """PNG overlays ``<image>__<class>.png`` for every positive class of the first ``limit``
-    readable images, plus ``explanations.json`` (score, peak position, method, FACT's atoms).
-    Returns the number of PNGs written."""
+def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndarray, thresholds: np.ndarray,
+                       out_dir: str) -> int:
+    """For each ``(row, name, image [3, S, S])`` of ``items`` and each positive class of
+    ``scores[row]`` (``score > threshold``, as ``predict``), an overlay PNG
+    ``<row>_<image>__<class>.png``: the model input with the heatmap, enlarged by
+    :func:`display_scale`, colours spanning the map's own minimum..maximum (kept as
+    ``heat_range``). Plus ``explanations.json``: per image the method, the feature grid (h, w) the
+    map comes from, and per positive class its score, threshold, PNG, ``peak_xy`` (where the evidence
+    peaks, in model-input pixels, x right, y down: the centre of the hottest feature cell when the
+    model gives its own map, else the hottest pixel) and, for FACT, the codebook ``atoms`` that
+    carried the evidence. Returns the number of PNGs written."""
     from PIL import Image
+
+    from fact_fast.predict import positive_calls
 
     os.makedirs(out_dir, exist_ok=True)
     class_names = list(ckpt["class_names"])
-    records, written, done = [], 0, 0
-    for k, (name, img) in enumerate(zip(names, images)):
-        if img is None or done >= limit:
-            continue
-        done += 1
-        positives = [c for c in range(len(class_names)) if scores[k, c] > thresholds[c]]
+    factor = display_scale(pipeline.image_size)
+    records, written = [], 0
+    for row, name, img in items:
+        positives = [int(c) for c in np.flatnonzero(positive_calls(scores[row:row + 1], thresholds)[0])]
         if not positives:
-            records.append({"image": name, "positives": []})
+            records.append({"image": name, "row": row, "positives": []})
             continue
         heats, extras = class_heatmaps(model, img, positives)
+        S = img.shape[-1]
         rgb = _to_rgb(img, pipeline.mean, pipeline.std)
-        entry = {"image": name, "method": extras["method"], "positives": []}
-        stem = f"{k:05d}_{_slug(os.path.splitext(os.path.basename(str(name)))[0])}"
+        big_rgb = np.asarray(Image.fromarray((rgb * 255).round().astype(np.uint8)).resize(
+            (S * factor, S * factor), Image.BICUBIC), dtype=np.float32) / 255.0
+        big_heats = F.interpolate(torch.from_numpy(heats).unsqueeze(0), scale_factor=factor, mode="bilinear",
+                                  align_corners=False)[0].clamp(0, 1).numpy()
+        entry = {"image": name, "row": row, "method": extras["method"], "input_size": int(S),
+                 "png_scale": factor, "positives": []}
+        if extras.get("maps") is not None:
+            entry["grid_hw"] = list(extras["maps"].shape[-2:])
+        stem = f"{row:05d}_{_slug(os.path.splitext(os.path.basename(str(name)))[0])}"
         for j, c in enumerate(positives):
             png = f"{stem}__{_slug(class_names[c])}.png"
-            Image.fromarray(overlay(rgb, heats[j])).save(os.path.join(out_dir, png))
+            lo, hi = float(heats[j].min()), float(heats[j].max())
+            shown = (big_heats[j] - lo) / (hi - lo) if hi > lo else np.zeros_like(big_heats[j])
+            Image.fromarray(overlay(big_rgb, shown)).save(os.path.join(out_dir, png))
             written += 1
-            y, x = np.unravel_index(int(np.argmax(heats[j])), heats[j].shape)
-            item = {"class": class_names[c], "score": float(scores[k, c]), "threshold": float(thresholds[c]),
-                    "heatmap": png, "peak_xy": [int(x), int(y)]}
+            if extras.get("maps") is not None:  # the centre of the hottest feature cell
+                grid = extras["maps"][j]
+                gy, gx = np.unravel_index(int(np.argmax(grid)), grid.shape)
+                y, x = int((gy + 0.5) * S / grid.shape[0]), int((gx + 0.5) * S / grid.shape[1])
+            else:
+                y, x = np.unravel_index(int(np.argmax(heats[j])), heats[j].shape)
+            item = {"class": class_names[c], "score": float(scores[row, c]), "threshold": float(thresholds[c]),
+                    "heatmap": png, "peak_xy": [int(x), int(y)], "heat_range": [lo, hi]}
             if extras.get("codes") is not None:
                 item["atoms"] = atom_evidence(extras["maps"][j], extras["codes"])
             entry["positives"].append(item)

@@ -12,7 +12,8 @@ from fact_fast.models import MultiLabelModel, model_from_spec
 from fact_fast.utils import distributed as du
 from fact_fast.utils.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["compute_split_metrics", "jsonable", "load_trained_model", "evaluate_checkpoint", "config_of"]
+__all__ = ["compute_split_metrics", "jsonable", "load_trained_model", "evaluate_checkpoint", "config_of",
+           "checkpoint_dataset", "score_checkpoint_split", "save_scores", "load_scores", "TEST_SCORES_FILE"]
 
 
 def jsonable(x):
@@ -57,33 +58,75 @@ def load_trained_model(path: str, device: str | torch.device = "cpu") -> tuple[M
     return model.to(dev).eval(), ckpt
 
 
-def evaluate_checkpoint(path: str, split: str = "test", *, batch_size: int | None = None, device: str = "auto",
-                        data_root: str | None = None, workers: int = 0, progress: bool = False) -> dict:
-    """Rebuild ``split`` of the checkpoint's dataset, score it and return the metrics dict."""
-    from fact_fast.data import MultiViewDataset, build_dataset
+TEST_SCORES_FILE = "scores_test.npz"
+
+
+def save_scores(path: str, scores: np.ndarray, targets: np.ndarray, class_names) -> None:
+    """``scores`` / ``targets`` float32 ``[N, C]`` and the class names as an ``.npz`` (no pickles)."""
+    np.savez(path, scores=np.asarray(scores, np.float32), targets=np.asarray(targets, np.float32),
+             class_names=np.array([str(c) for c in class_names]))
+
+
+def load_scores(path: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """(scores, targets, class names) written by :func:`save_scores`."""
+    with np.load(path, allow_pickle=False) as z:
+        scores, targets, names = z["scores"], z["targets"], [str(c) for c in z["class_names"]]
+    if scores.shape != targets.shape or scores.ndim != 2 or scores.shape[1] != len(names):
+        raise ValueError(f"{path}: scores {list(scores.shape)}, targets {list(targets.shape)} and "
+                         f"{len(names)} class names do not fit together")
+    return scores, targets, names
+
+
+def checkpoint_dataset(ckpt: dict, split: str, data_root: str | None = None):
+    """The checkpoint's dataset ``split`` through its eval preprocessing (``data_root`` overrides
+    the stored root). Raises ValueError when that split's class list differs from the checkpoint's
+    (e.g. a data root that now holds another label set)."""
+    from fact_fast.data import build_dataset
+
+    cfg = config_of(ckpt)
+    ds = build_dataset(cfg.dataset, split, root=data_root or cfg.data_root, image_size=cfg.image_size,
+                       seed=cfg.seed, train=False, pipeline=ckpt.get("preprocessing"),
+                       **dict(cfg.dataset_kwargs or {}))
+    if list(ds.class_names) != list(ckpt["class_names"]):
+        ours, theirs = list(ckpt["class_names"]), list(ds.class_names)
+        raise ValueError(f"{cfg.dataset} {split} (data root {data_root or cfg.data_root!r}): its classes do not "
+                         f"match the checkpoint's; missing {[c for c in ours if c not in theirs]}, unexpected "
+                         f"{[c for c in theirs if c not in ours]}" + (", different order" if sorted(ours) ==
+                                                                      sorted(theirs) else ""))
+    return ds
+
+
+def score_checkpoint_split(model: MultiLabelModel, ckpt: dict, split: str = "test", *,
+                           batch_size: int | None = None, data_root: str | None = None, workers: int = 0,
+                           progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and targets float32 ``[N, C]`` (NaN = unknown) of ``model`` on the checkpoint's
+    ``split``, as the training run scores it (multi-view fusion when the checkpoint says so)."""
+    from fact_fast.data import MultiViewDataset
 
     from .data import make_loader
     from .loop import score_loader
 
-    model, ckpt = load_trained_model(path, device)
     cfg = config_of(ckpt)
-    if data_root is not None:
-        cfg.data_root = data_root
-    ds = build_dataset(cfg.dataset, split, root=cfg.data_root, image_size=cfg.image_size, seed=cfg.seed,
-                       train=False, pipeline=ckpt.get("preprocessing"), **dict(cfg.dataset_kwargs or {}))
-    if list(ds.class_names) != list(ckpt["class_names"]):
-        raise ValueError(f"{cfg.dataset} {split}: class names {list(ds.class_names)[:4]}... differ from the "
-                         f"checkpoint's {list(ckpt['class_names'])[:4]}...")
+    ds = checkpoint_dataset(ckpt, split, data_root)
     views = bool(ckpt.get("eval_views"))
     if views and not hasattr(ds, "members"):
         ids = ds.study_ids if ds.study_ids is not None else range(len(ds))
         ds = MultiViewDataset(ds, list(ids))
-    device_ = next(model.parameters()).device
+    device = next(model.parameters()).device
     loader = make_loader(ds, batch_size or cfg.eval_batch_size or 2 * cfg.batch_size, train=False,
-                         info=du.DistInfo(device=device_), workers=workers, seed=cfg.seed, device=device_)
-    scores, targets = score_loader(model, loader, amp=cfg.amp, views=views, progress=progress, desc=split)
+                         info=du.DistInfo(device=device), workers=workers, seed=cfg.seed, device=device)
+    return score_loader(model, loader, amp=cfg.amp, views=views, progress=progress, desc=split)
+
+
+def evaluate_checkpoint(path: str, split: str = "test", *, batch_size: int | None = None, device: str = "auto",
+                        data_root: str | None = None, workers: int = 0, progress: bool = False) -> dict:
+    """Rebuild ``split`` of the checkpoint's dataset, score it and return the metrics dict."""
     from fact_fast.metrics import compute_metrics
 
+    model, ckpt = load_trained_model(path, device)
+    cfg = config_of(ckpt)
+    scores, targets = score_checkpoint_split(model, ckpt, split, batch_size=batch_size, data_root=data_root,
+                                             workers=workers, progress=progress)
     metrics = compute_metrics(scores, targets, threshold=model.default_threshold,
                               class_names=ckpt["class_names"], groups=ckpt.get("groups"))
     metrics.update({"checkpoint": ckpt["_path"], "stage": ckpt.get("stage"), "epoch": ckpt.get("epoch"),

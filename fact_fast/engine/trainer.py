@@ -9,6 +9,7 @@ Output directory of a run::
     best-<stage>.pt      best validation epoch of each stage (multi-stage models)
     best.pt              best validation epoch of the final stage (what evaluate/predict use)
     metrics_test.json    test metrics of best.pt
+    scores_test.npz      test scores and targets of best.pt (what ``fact_fast.report`` draws)
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from fact_fast.utils.checkpoint import (BEST, LAST, atomic_save, capture_rng_sta
                                         load_checkpoint, restore_rng_state)
 
 from .data import RunData, build_run_data, make_loader, set_loader_epoch, split_batch
-from .evaluation import compute_split_metrics, jsonable
+from .evaluation import TEST_SCORES_FILE, compute_split_metrics, jsonable, save_scores
 from .loop import autocast_for, score_loader, train_one_epoch
 from .optim import build_optimizer, cosine_warmup_lambda
 
@@ -386,6 +387,7 @@ class _Run:
         log(format_metrics_table(metrics), self.info)
         with open(os.path.join(self.out, "metrics_test.json"), "w") as fh:
             json.dump(jsonable(metrics), fh, indent=2)
+        save_scores(os.path.join(self.out, TEST_SCORES_FILE), scores, targets, self.data.class_names)
         return metrics
 
 
