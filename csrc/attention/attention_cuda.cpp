@@ -16,8 +16,9 @@ namespace {
 
 AttentionOperand operand(const at::Tensor& t) { return {t.const_data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
 
-void check_cuda_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  check_attention_inputs(q, k, v);
+// After the shared checks (every tensor on q's device): what only the CUDA kernels require.
+void check_cuda_kernel_inputs(const at::Tensor& q, const at::Tensor& v) {
+  check_cuda(q, "q");
   TORCH_CHECK_TYPE(q.scalar_type() != at::kDouble, "the CUDA kernels support float32, float16 and bfloat16");
   TORCH_CHECK_VALUE(q.size(2) <= kAttentionMaxHeadDim && v.size(2) <= kAttentionMaxHeadDim,
                     "the CUDA kernels support head dims up to ", kAttentionMaxHeadDim);
@@ -25,7 +26,8 @@ void check_cuda_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 
 at::Tensor forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, double bias,
                         bool residual) {
-  check_cuda_inputs(q, k, v);
+  check_attention_inputs(q, k, v);
+  check_cuda_kernel_inputs(q, v);
   TORCH_CHECK_VALUE(!residual || v.size(2) == q.size(2), "the residual needs dv == d");
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t batch = q.size(0), lq = q.size(1), lk = k.size(1), d = q.size(2), dv = v.size(2);
@@ -40,8 +42,9 @@ at::Tensor forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tens
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad_out, const at::Tensor& q,
                                                              const at::Tensor& k, const at::Tensor& v, double scale,
                                                              double bias, bool kv_shared) {
-  check_cuda_inputs(q, k, v);
+  check_attention_inputs(q, k, v);
   check_attention_grad(grad_out, q, v);
+  check_cuda_kernel_inputs(q, v);
   TORCH_CHECK_VALUE(!kv_shared || v.size(2) == q.size(2), "shared keys and values need dv == d");
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t batch = q.size(0), lq = q.size(1), lk = k.size(1), d = q.size(2), dv = v.size(2);

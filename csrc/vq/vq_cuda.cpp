@@ -27,7 +27,7 @@ void check_pair(const at::Tensor& z, const at::Tensor& codebook) {
                        z.scalar_type() == at::kBFloat16,
                    "the CUDA VQ kernels take float32, float16 or bfloat16, got ", z.scalar_type());
   vq::check_pair_shapes(z, codebook);
-  TORCH_CHECK_VALUE(z.is_cuda(), "z and codebook must be CUDA tensors, got ", z.device());
+  check_cuda(z, "z");
 }
 
 // FACT_FAST_VQ_TENSOR_CORES=0 forces the SIMT tile kernel for fp16/bf16 (to test the fallback on sm_80+).
@@ -77,6 +77,7 @@ std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cuda(const at::Tensor& z
                                                              const std::optional<at::Tensor>& grad_out_in,
                                                              const at::Tensor& z_weight,
                                                              const at::Tensor& codebook_weight, bool deterministic) {
+  vq::check_backward_devices(z_in, index_in, grad_out_in, z_weight, codebook_weight);
   check_pair(z_in, codebook_in);
   const c10::cuda::CUDAGuard guard(z_in.device());
   const int64_t n = z_in.size(0), k = codebook_in.size(0), d = z_in.size(1);
