@@ -3,13 +3,15 @@
 The C++ (CPU, OpenMP) sources are always built. The CUDA sources (``csrc/**/*.cu`` and the
 ``csrc/**/*_cuda.cpp`` glue) are added when a CUDA compiler is found (``CUDA_HOME`` / nvcc). The
 CuTe kernels (``csrc/**/*_cutlass.cu``) are added to a CUDA build when the CUTLASS headers are found
-(scripts/cutlass_dir.py: ``CUTLASS_DIR``, else the ``nvidia-cutlass`` wheel); without them the
-other CUDA kernels are built and used, and the build says so.
+(scripts/cutlass_dir.py: ``CUTLASS_DIR``, a copy staged in third_party/cutlass, or the
+``nvidia-cutlass`` wheel); without them the other CUDA kernels are built and used, and the build
+says so.
 
 Environment:
   FACT_FAST_FORCE_CUDA=1    a missing or failing CUDA build is an error (CI uses this)
   FACT_FAST_SKIP_CUDA=1     build the CPU part only
-  CUTLASS_DIR               CUTLASS checkout or include directory (default: the nvidia-cutlass wheel)
+  CUTLASS_DIR               CUTLASS checkout or include directory (default: third_party/cutlass/include,
+                            then the nvidia-cutlass wheel)
   FACT_FAST_SKIP_CUTLASS=1  leave the CuTe kernels out even when the headers are found
   TORCH_CUDA_ARCH_LIST      GPU architectures (default "8.0;9.0+PTX": SASS for sm_80 and sm_90, and
                             compute_90 PTX that newer GPUs JIT-compile)

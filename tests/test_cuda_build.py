@@ -79,8 +79,12 @@ def test_cutlass_dir_accepts_a_checkout_or_an_include_directory(tmp_path, monkey
         find_include()
 
 
-def test_cutlass_dir_without_headers_finds_none(monkeypatch):
+def test_cutlass_dir_prefers_a_staged_copy_and_finds_none_without_headers(tmp_path, monkeypatch):
     module = _cutlass_dir_module()
     monkeypatch.delenv("CUTLASS_DIR", raising=False)
-    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)  # no wheel
+    monkeypatch.setattr(module, "STAGED", str(tmp_path / "include"))
     assert module.find_include() is None
+    (tmp_path / "include" / "cute").mkdir(parents=True)
+    (tmp_path / "include" / "cute" / "tensor.hpp").write_text("")
+    assert module.find_include() == str(tmp_path / "include")
