@@ -14,6 +14,7 @@
 
 #include "../common/check.h"
 #include "../common/dtype_torch.h"
+#include "../common/opt_in.h"
 #include "vq_checks.h"
 #include "vq_kernels.h"
 
@@ -30,22 +31,10 @@ void check_pair(const at::Tensor& z, const at::Tensor& codebook) {
   check_cuda(z, "z");
 }
 
-bool env_is(const char* name, const char* value) {
-  const char* env = std::getenv(name);
-  return env != nullptr && std::strcmp(env, value) == 0;
-}
-
 // FACT_FAST_VQ_TENSOR_CORES=0 forces the SIMT tile kernel for fp16/bf16 (to test the fallback on sm_80+).
-bool tensor_cores_allowed() { return !env_is("FACT_FAST_VQ_TENSOR_CORES", "0"); }
-
-// FACT_FAST_VQ_CUTLASS: "1" routes the search through the CuTe tensor-core kernel (vq_cutlass.cu) where
-// it was compiled in and can run the inputs, else through the kernels below; "require" makes "cannot"
-// an error (tests use it to know which kernel ran). Not the default until a GPU has measured it.
-enum class CutlassMode { kOff, kPrefer, kRequire };
-
-CutlassMode cutlass_mode() {
-  if (env_is("FACT_FAST_VQ_CUTLASS", "require")) return CutlassMode::kRequire;
-  return env_is("FACT_FAST_VQ_CUTLASS", "1") ? CutlassMode::kPrefer : CutlassMode::kOff;
+bool tensor_cores_allowed() {
+  const char* env = std::getenv("FACT_FAST_VQ_TENSOR_CORES");
+  return env == nullptr || std::strcmp(env, "0") != 0;
 }
 
 #ifdef FACT_FAST_WITH_CUTLASS
@@ -86,16 +75,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> search(const at::Tens
   at::Tensor dist = want_dist ? at::empty({n}, z.options()) : at::Tensor();
   at::Tensor dist_f32 = want_quantized ? at::empty({n}, z.options().dtype(at::kFloat)) : at::Tensor();
   at::Tensor v = want_quantized ? at::empty({n, d}, z.options()) : at::Tensor();
-  const CutlassMode mode = n > 0 ? cutlass_mode() : CutlassMode::kOff;
-  if (mode != CutlassMode::kOff) {
+  // FACT_FAST_VQ_CUTLASS (common/opt_in.h) selects the CuTe search; not the default until a GPU has
+  // measured it against the kernels below.
+  const OptIn mode = n > 0 ? opt_in("FACT_FAST_VQ_CUTLASS") : OptIn::kOff;
+  if (mode != OptIn::kOff) {
 #ifdef FACT_FAST_WITH_CUTLASS
     if (search_cutlass(z, codebook, pnorm, index, dist, dist_f32, v)) return {index, dist, dist_f32, v};
-    TORCH_CHECK_VALUE(mode != CutlassMode::kRequire,
+    TORCH_CHECK_VALUE(mode != OptIn::kRequire,
                       "FACT_FAST_VQ_CUTLASS=require, but the CuTe search cannot run these inputs: it needs "
                       "float32/float16/bfloat16, d > 0 a multiple of 16 bytes of elements, 16-byte aligned z and "
                       "codebook, and code compiled for compute_80+; got ", z.scalar_type(), ", d = ", d);
 #else
-    TORCH_CHECK_VALUE(mode != CutlassMode::kRequire,
+    TORCH_CHECK_VALUE(mode != OptIn::kRequire,
                       "FACT_FAST_VQ_CUTLASS=require, but fact_fast._C was built without the CUTLASS headers");
 #endif
   }

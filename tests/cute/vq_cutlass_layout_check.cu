@@ -1,5 +1,5 @@
 // Host-side check of the layout facts the CuTe VQ search (csrc/vq/vq_cutlass.cu) relies on, for each
-// configuration it compiles. Built and run by tests/test_vq_cutlass_layout.py; needs no GPU (CuTe's
+// configuration it compiles. Built and run by tests/test_cute_layouts.py; needs no GPU (CuTe's
 // layout algebra runs on the host). Exit status 0 = every fact holds; each violation is printed.
 #include <cstdio>
 #include <set>

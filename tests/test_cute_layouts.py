@@ -1,11 +1,14 @@
-"""The layout facts the CuTe VQ search's epilogue relies on, checked on the host (no GPU needed).
+"""The layout facts the CuTe kernels rely on, checked on the host with CuTe's layout algebra (no GPU).
 
-tests/cute/vq_cutlass_layout_check.cu is compiled against the kernel's own configuration header
-(csrc/vq/vq_cutlass_config.cuh) and run: every cell of the 128×128 accumulator tile has one owner,
-each thread's row slots hold one row with its columns in increasing order (what makes ties go to the
-lowest index), 8 threads share each row (the merge buffer's size), and each 16-byte copy reads
-aligned consecutive columns covering the tile once. Needs nvcc (scripts/cuda_home.py) and the
-CUTLASS headers (scripts/cutlass_dir.py); skipped without them.
+Each program in tests/cute/ is compiled against its kernel's own configuration header and run:
+* vq_cutlass_layout_check.cu (csrc/vq/vq_cutlass_config.cuh): every cell of the 128×128 accumulator
+  tile has one owner, each thread's row slots hold one row with its columns in increasing order
+  (what makes ties go to the lowest index), 8 threads share each row (the merge buffer's size);
+* attention_cutlass_layout_check.cu (csrc/attention/attention_cutlass_config.cuh): the S accumulator
+  read as the A operand of P·V holds, slot for slot, the (query, key) element the mma reads there
+  (P stays in registers), vᵀ addresses v's tile, the output tile is written once;
+* both: each 16-byte copy reads aligned consecutive columns and the copies cover a tile once.
+Needs nvcc (scripts/cuda_home.py) and the CUTLASS headers (scripts/cutlass_dir.py); skipped without.
 """
 import importlib.util
 import os
@@ -29,15 +32,16 @@ def _cutlass_include() -> str | None:
     return module.find_include()
 
 
-def test_cute_search_layout_facts(tmp_path):
+@pytest.mark.parametrize("program", ["vq_cutlass_layout_check", "attention_cutlass_layout_check"])
+def test_cute_layout_facts(tmp_path, program):
     cuda_home, cutlass = _script_output("cuda_home.py"), _cutlass_include()
     if cuda_home is None or cutlass is None:
         pytest.skip("needs nvcc matched to torch (scripts/cuda_home.py) and the CUTLASS headers")
-    exe = tmp_path / "vq_cutlass_layout_check"
+    exe = tmp_path / program
     build = subprocess.run(
         [os.path.join(cuda_home, "bin", "nvcc"), "-std=c++17", "--expt-relaxed-constexpr",
          "-I", os.path.join(ROOT, "csrc"), "-I", os.path.join(cuda_home, "include"), "-I", cutlass,
-         os.path.join(ROOT, "tests", "cute", "vq_cutlass_layout_check.cu"), "-o", str(exe)],
+         os.path.join(ROOT, "tests", "cute", f"{program}.cu"), "-o", str(exe)],
         capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stderr[-3000:]
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
