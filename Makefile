@@ -3,14 +3,16 @@
 #   make test    -> venv + pinned deps + build the extension, then the test suite
 # The CUDA kernels are compiled with the index's nvcc matched to torch.version.cuda (no GPU needed to
 # compile); set FACT_FAST_FORCE_CUDA=1 to make a failing CUDA build an error, FACT_FAST_SKIP_CUDA=1 to skip it.
+# TORCH_CUDA_ARCH_LIST picks GPU architectures (setup.py's default: 8.0;9.0+PTX, i.e. sm_80 and sm_90
+# code plus compute_90 PTX that newer GPUs JIT-compile). The CuTe kernels use the CUTLASS headers of the
+# nvidia-cutlass wheel (requirements/cuda-build.txt) or CUTLASS_DIR; FACT_FAST_SKIP_CUTLASS=1 leaves them out.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 export MAX_JOBS ?= 2
-export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 
-SOURCES := $(shell find csrc -type f) setup.py pyproject.toml
+SOURCES := $(shell find csrc -type f) setup.py pyproject.toml scripts/cutlass_dir.py
 PYTEST_ARGS ?=
 
 .PHONY: setup build train test bench clean
@@ -32,7 +34,7 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES)
 		echo "FACT_FAST_FORCE_CUDA=1 but no matching CUDA compiler"; exit 1; \
 	fi; \
 	$(PIP) install -q -e . --no-build-isolation --no-deps
-	$(PY) -c "import torch, fact_fast._C as C; print('fact_fast._C built, CUDA kernels:', bool(C.WITH_CUDA))"
+	$(PY) -c "import torch, fact_fast._C as C; print('fact_fast._C built, CUDA kernels:', bool(C.WITH_CUDA), '- CuTe kernels:', bool(C.WITH_CUTLASS))"
 	touch $@
 
 train: build

@@ -15,13 +15,15 @@
 //   * scalar FMA on float tiles (every dtype and head dim ≤ 512); shared tiles are padded by one
 //     float per row so that column walks do not hit the same bank;
 //   * tensor cores (wmma 16×16×16, sm_80+) for float16/bfloat16 when both head dims are multiples
-//     of 16: S and O = P v are mma tiles, P is rounded to the input dtype as in flash attention.
+//     of 16 and the loaded code was compiled for compute_80+ (not merely run on an sm_80+ device):
+//     S and O = P v are mma tiles, P is rounded to the input dtype as in flash attention.
 // The backward is scalar FMA.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
 
 #include "attention_kernels.h"
+#include "../common/arch.cuh"
 #include "../common/convert.cuh"
 
 namespace fact_fast {
@@ -244,8 +246,9 @@ __device__ void load_tile_raw(T* tile, int ld, const Operand<T>& x, int64_t b, i
   }
 }
 
-// Launched only for T in {__half, __nv_bfloat16}, d % 16 == dv % 16 == 0, on devices of compute
-// capability ≥ 8.0 (checked on the host); for older architectures the body compiles to nothing.
+// Launched only for T in {__half, __nv_bfloat16}, d % 16 == dv % 16 == 0, and only where the code the
+// runtime loaded for it was compiled for compute_80+ (checked on the host with loaded_ptx_at_least);
+// for older targets the body compiles to nothing.
 template <typename T>
 __global__ void __launch_bounds__(kTcThreads)
     attention_fwd_wmma_kernel(Operand<T> q, Operand<T> k, Operand<T> v, T* __restrict__ out, int64_t batch,
@@ -326,13 +329,6 @@ template <typename T> constexpr bool kHasTensorCorePath = false;
 template <> constexpr bool kHasTensorCorePath<__half> = true;
 template <> constexpr bool kHasTensorCorePath<__nv_bfloat16> = true;
 
-bool tensor_cores_available() {
-  int device = 0, major = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-  return major >= 8;
-}
-
 unsigned grid_for(int64_t units) {
   constexpr int64_t kMaxBlocks = 65535LL * 32;
   return static_cast<unsigned>(units < kMaxBlocks ? units : kMaxBlocks);
@@ -350,7 +346,12 @@ cudaError_t forward(AttentionOperand q, AttentionOperand k, AttentionOperand v, 
                     int64_t lk, int d, int dv, float scale, float bias, bool residual, cudaStream_t stream) {
   if (batch * lq == 0 || dv == 0) return cudaSuccess;
   if constexpr (kHasTensorCorePath<T>) {
-    if (d > 0 && d % 16 == 0 && dv % 16 == 0 && tensor_cores_available()) {
+    bool tensor_cores = false;
+    if (d > 0 && d % 16 == 0 && dv % 16 == 0) {
+      const cudaError_t err = loaded_ptx_at_least(attention_fwd_wmma_kernel<T>, 80, tensor_cores);
+      if (err != cudaSuccess) return err;
+    }
+    if (tensor_cores) {
       const int64_t units = batch * ((lq + kTcBlockM - 1) / kTcBlockM);
       const int ldkv = (d > dv ? d : dv) + 8;
       const size_t smem = sizeof(T) * (kTcBlockM * (d + 8) + kTcBlockN * ldkv + kTcBlockM * kTcLdP) +

@@ -29,4 +29,20 @@ cudaError_t launch_sigmoid_attention_backward(DType dtype, AttentionOperand grad
                                               int64_t batch, int64_t lq, int64_t lk, int64_t d, int64_t dv_dim,
                                               float scale, float bias, bool kv_shared, cudaStream_t stream);
 
+#ifdef FACT_FAST_WITH_CUTLASS
+// The CuTe FlashAttention-2-style forward (attention_cutlass.cu, compiled when setup.py finds the
+// CUTLASS headers). ok = it can run these inputs on the current device: float16/bfloat16,
+// d = dv ∈ {64, 128}, every operand with a contiguous head dim, row and batch strides a multiple of 8
+// elements and a 16-byte aligned base, batch ≤ 65535, code loaded for compute_80+.
+cudaError_t sigmoid_attention_cutlass_supported(DType dtype, AttentionOperand q, AttentionOperand k,
+                                                AttentionOperand v, int64_t batch, int64_t lq, int64_t lk, int64_t d,
+                                                int64_t dv, bool& ok);
+// out [B, Lq, d] contiguous = σ(q kᵀ·scale + bias) v (+ q when residual), like
+// launch_sigmoid_attention_forward (σ through the approximate tanh, P rounded to the input dtype).
+cudaError_t launch_sigmoid_attention_forward_cutlass(DType dtype, AttentionOperand q, AttentionOperand k,
+                                                     AttentionOperand v, void* out, int64_t batch, int64_t lq,
+                                                     int64_t lk, int64_t d, float scale, float bias, bool residual,
+                                                     cudaStream_t stream);
+#endif
+
 }  // namespace fact_fast

@@ -21,6 +21,10 @@ inline at::ScalarType gcn_acc_type(const at::Tensor& x) {
 // Shapes, dtypes and devices; everything a kernel needs to index safely except the index values.
 inline void gcn_check_inputs(const at::Tensor& x, const at::Tensor& rowptr, const at::Tensor& col,
                              const std::optional<at::Tensor>& value, const at::Tensor& dinv) {
+  check_same_device(rowptr, "rowptr", x, "x");
+  check_same_device(col, "col", x, "x");
+  check_same_device(value, "value", x, "x");
+  check_same_device(dinv, "dinv", x, "x");
   FF_CHECK_DIM(x, 2);
   FF_CHECK_FLOAT(x);
   FF_CHECK_DIM(rowptr, 1);
@@ -35,9 +39,6 @@ inline void gcn_check_inputs(const at::Tensor& x, const at::Tensor& rowptr, cons
   TORCH_CHECK_VALUE(dinv.size(0) == x.size(0), "dinv must have n = ", x.size(0), " entries, got ", dinv.size(0));
   TORCH_CHECK_TYPE(dinv.scalar_type() == gcn_acc_type(x), "dinv must have dtype ", gcn_acc_type(x), ", got ",
                    dinv.scalar_type());
-  FF_CHECK_SAME_DEVICE(x, rowptr);
-  FF_CHECK_SAME_DEVICE(x, col);
-  FF_CHECK_SAME_DEVICE(x, dinv);
   if (value.has_value()) {
     const at::Tensor& v = *value;
     FF_CHECK_DIM(v, 1);
@@ -45,14 +46,21 @@ inline void gcn_check_inputs(const at::Tensor& x, const at::Tensor& rowptr, cons
                       " entries, got ", v.size(0));
     TORCH_CHECK_TYPE(v.scalar_type() == gcn_acc_type(x), "value must have dtype ", gcn_acc_type(x), ", got ",
                      v.scalar_type());
-    FF_CHECK_SAME_DEVICE(x, v);
   }
 }
 
 inline void gcn_check_like_x(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  check_same_device(t, name, x, "x");
   TORCH_CHECK_VALUE(t.sizes() == x.sizes(), name, " must have the shape of x ", x.sizes(), ", got ", t.sizes());
   TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " must have the dtype of x");
-  TORCH_CHECK_VALUE(t.device() == x.device(), name, " must be on the device of x");
+}
+
+// gcn_spmm's transposed CSR (used by its backward; empty when no gradient is needed) on x's device.
+inline void gcn_check_transpose_devices(const at::Tensor& x, const at::Tensor& t_rowptr, const at::Tensor& t_col,
+                                        const at::Tensor& t_perm) {
+  check_same_device(t_rowptr, "t_rowptr", x, "x");
+  check_same_device(t_col, "t_col", x, "x");
+  check_same_device(t_perm, "t_perm", x, "x");
 }
 
 // The checked inputs, contiguous, with their sizes (value undefined when absent).

@@ -30,17 +30,42 @@ inline void check_e_s_tau(const at::Tensor& e, const at::Tensor& s, const at::Te
   FF_CHECK_DIM(e, 3);
   FF_CHECK_DIM(s, 2);
   FF_CHECK_FLOAT(e);
+  check_same_device(s, "s", e, "e");
+  check_same_device(tau, "tau", e, "e");
   FF_CHECK_SAME_DTYPE(e, s);
-  FF_CHECK_SAME_DEVICE(e, s);
-  FF_CHECK_SAME_DEVICE(e, tau);
   TORCH_CHECK_VALUE(s.size(0) == e.size(1) && s.size(1) == e.size(2), "s must have shape [C, d] matching e");
   TORCH_CHECK_VALUE(tau.numel() == 1, "tau must have one element");
 }
 
 inline void check_y(const at::Tensor& y, const at::Tensor& e) {
+  check_same_device(y, "y", e, "e");
   FF_CHECK_DIM(y, 2);
-  FF_CHECK_SAME_DEVICE(e, y);
   TORCH_CHECK_VALUE(y.size(0) == e.size(0) && y.size(1) == e.size(1), "y must have shape [B, C] matching e");
+}
+
+// The optional inputs of fuzzy_backward, before anything is converted: each on e's device with its
+// shape. grad_loss, y and stats come together (the loss term) or not at all.
+inline void check_backward_inputs(const std::optional<at::Tensor>& grad_loss,
+                                  const std::optional<at::Tensor>& grad_mu, const at::Tensor& e,
+                                  const std::optional<at::Tensor>& y, const std::optional<at::Tensor>& stats) {
+  check_same_device(grad_loss, "grad_loss", e, "e");
+  check_same_device(grad_mu, "grad_mu", e, "e");
+  check_same_device(y, "y", e, "e");
+  check_same_device(stats, "stats", e, "e");
+  const bool has_grad_loss = grad_loss.has_value() && grad_loss->defined();
+  if (has_grad_loss) {
+    TORCH_CHECK_VALUE(y.has_value() && y->defined() && stats.has_value() && stats->defined(),
+                      "grad_loss needs y and stats (the loss term's labels and saved statistics)");
+    check_floating(*grad_loss, "grad_loss");
+    check_floating(*stats, "stats");
+    TORCH_CHECK_VALUE(stats->dim() == 2 && stats->size(0) == e.size(0) && stats->size(1) == 4,
+                      "stats must have shape [B, 4] = [", e.size(0), ", 4], got ", stats->sizes());
+  }
+  if (grad_mu.has_value() && grad_mu->defined()) {
+    check_floating(*grad_mu, "grad_mu");
+    TORCH_CHECK_VALUE(grad_mu->dim() == 2 && grad_mu->size(0) == e.size(0) && grad_mu->size(1) == e.size(1),
+                      "grad_mu must have shape [B, C] = [", e.size(0), ", ", e.size(1), "], got ", grad_mu->sizes());
+  }
 }
 
 // Upstream loss gradient as a contiguous accumulation-dtype tensor, and its stride over samples.

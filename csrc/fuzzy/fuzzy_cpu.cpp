@@ -237,24 +237,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cpu(
     const std::optional<at::Tensor>& stats_in, double alpha, double logit_scale, double threshold,
     c10::string_view reduction_name) {
   fuzzy::check_e_s_tau(e_in, s_in, tau);
+  fuzzy::check_backward_inputs(grad_loss, grad_mu, e_in, y_in, stats_in);
   const Reduction reduction = fuzzy::parse_reduction(std::string(reduction_name));
   const at::Tensor e = e_in.contiguous(), s = s_in.contiguous();
   const int64_t B = e.size(0), C = e.size(1), D = e.size(2);
   const auto acc = fuzzy::acc_type(e);
-  const bool has_loss = grad_loss.has_value() && y_in.has_value() && stats_in.has_value();
+  const bool has_loss = grad_loss.has_value() && grad_loss->defined();
   at::Tensor y, stats, g, gmu;
   int64_t g_stride = 0;
   if (has_loss) {
     fuzzy::check_y(*y_in, e);
     y = y_in->to(acc).contiguous();
     stats = stats_in->to(acc).contiguous();
-    TORCH_CHECK_VALUE(stats.dim() == 2 && stats.size(0) == B && stats.size(1) == 4, "stats must have shape [B, 4]");
     std::tie(g, g_stride) = fuzzy::upstream(*grad_loss, e, reduction);
   }
-  if (grad_mu.has_value()) {
-    gmu = grad_mu->to(acc).contiguous();
-    TORCH_CHECK_VALUE(gmu.dim() == 2 && gmu.size(0) == B && gmu.size(1) == C, "grad_mu must have shape [B, C]");
-  }
+  if (grad_mu.has_value() && grad_mu->defined()) gmu = grad_mu->to(acc).contiguous();
   at::Tensor de = at::empty_like(e), ds = at::empty_like(s);
   at::Tensor part = at::empty({C}, e.options().dtype(acc));
   at::Tensor dtau = at::empty({}, e.options().dtype(acc));

@@ -17,7 +17,9 @@ namespace {
 
 using fuzzy::Reduction;
 
-void check_cuda_dtype(const at::Tensor& e) {
+// After the shared checks (every tensor on e's device): what only the CUDA kernels require.
+void check_cuda_e(const at::Tensor& e) {
+  check_cuda(e, "e");
   TORCH_CHECK_TYPE(e.scalar_type() != at::kDouble, "the CUDA fuzzy kernels support float16, bfloat16 and float32");
 }
 
@@ -35,7 +37,7 @@ FuzzyLabels labels_of(const at::Tensor& y) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& e_in, const at::Tensor& s_in,
                                                             const at::Tensor* y_in, const at::Tensor& tau,
                                                             FuzzyLossParams p, Reduction reduction) {
-  check_cuda_dtype(e_in);
+  check_cuda_e(e_in);
   const c10::cuda::CUDAGuard guard(e_in.device());
   const at::Tensor e = e_in.contiguous(), s = s_in.contiguous();
   const at::Tensor tau_f = tau.to(at::kFloat).contiguous();
@@ -84,27 +86,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cuda(
     const std::optional<at::Tensor>& stats_in, double alpha, double logit_scale, double threshold,
     c10::string_view reduction_name) {
   fuzzy::check_e_s_tau(e_in, s_in, tau);
-  check_cuda_dtype(e_in);
+  fuzzy::check_backward_inputs(grad_loss, grad_mu, e_in, y_in, stats_in);
+  check_cuda_e(e_in);
   const Reduction reduction = fuzzy::parse_reduction(std::string(reduction_name));
   const c10::cuda::CUDAGuard guard(e_in.device());
   const at::Tensor e = e_in.contiguous(), s = s_in.contiguous();
   const at::Tensor tau_f = tau.to(at::kFloat).contiguous();
   const int64_t B = e.size(0), C = e.size(1), D = e.size(2);
   const auto f32 = e.options().dtype(at::kFloat);
-  const bool has_loss = grad_loss.has_value() && y_in.has_value() && stats_in.has_value();
+  const bool has_loss = grad_loss.has_value() && grad_loss->defined();
   at::Tensor y, stats, g, gmu;
   int64_t g_stride = 0;
   if (has_loss) {
     fuzzy::check_y(*y_in, e);
     y = kernel_labels(*y_in);
     stats = stats_in->to(at::kFloat).contiguous();
-    TORCH_CHECK_VALUE(stats.dim() == 2 && stats.size(0) == B && stats.size(1) == 4, "stats must have shape [B, 4]");
     std::tie(g, g_stride) = fuzzy::upstream(*grad_loss, e, reduction);
   }
-  if (grad_mu.has_value()) {
-    gmu = grad_mu->to(at::kFloat).contiguous();
-    TORCH_CHECK_VALUE(gmu.dim() == 2 && gmu.size(0) == B && gmu.size(1) == C, "grad_mu must have shape [B, C]");
-  }
+  if (grad_mu.has_value() && grad_mu->defined()) gmu = grad_mu->to(at::kFloat).contiguous();
   at::Tensor de = at::empty_like(e), ds = at::empty_like(s);
   // With no class the kernel does not run, so dτ must start at 0.
   at::Tensor dtau = C == 0 ? at::zeros({}, f32) : at::empty({}, f32);

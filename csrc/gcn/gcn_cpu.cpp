@@ -167,6 +167,7 @@ at::Tensor gcn_spmm_cpu(const at::Tensor& x_in, const at::Tensor& rowptr_in, con
                         const std::optional<at::Tensor>& value_in, const at::Tensor& dinv_in,
                         const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
                         bool add_self_loops, bool normalize) {
+  gcn_check_transpose_devices(x_in, t_rowptr, t_col, t_perm);
   const GcnInputs in = gcn_contiguous_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
   const at::Tensor &x = in.x, &rowptr = in.rowptr, &col = in.col, &value = in.value, &dinv = in.dinv;
   const int64_t n = in.n, f = in.f, nnz = in.nnz;

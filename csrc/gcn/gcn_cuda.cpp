@@ -21,7 +21,9 @@ at::Tensor gcn_spmm_cuda(const at::Tensor& x_in, const at::Tensor& rowptr_in, co
                          const std::optional<at::Tensor>& value_in, const at::Tensor& dinv_in,
                          const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
                          bool add_self_loops, bool normalize) {
+  gcn_check_transpose_devices(x_in, t_rowptr, t_col, t_perm);
   const GcnInputs in = gcn_contiguous_inputs(x_in, rowptr_in, col_in, value_in, dinv_in);
+  check_cuda(in.x, "x");
   const c10::cuda::CUDAGuard guard(in.x.device());
   at::Tensor out = at::empty({in.n, in.f}, in.x.options());
   C10_CUDA_CHECK(launch_gcn_spmm(dtype_of(in.x), in.col.scalar_type() == at::kLong, in.x.const_data_ptr(),
@@ -37,6 +39,7 @@ at::Tensor gcn_spmm_value_grad_cuda(const at::Tensor& grad_in, const at::Tensor&
                                     const at::Tensor& dinv_in, const at::Tensor& dx_in, bool add_self_loops,
                                     bool normalize) {
   const GcnGradInputs in = gcn_contiguous_grad_inputs(grad_in, x_in, rowptr_in, col_in, value_in, dinv_in, dx_in);
+  check_cuda(in.x, "x");
   const c10::cuda::CUDAGuard guard(in.x.device());
   at::Tensor dvalue = at::zeros({in.nnz}, in.dinv.options());
   C10_CUDA_CHECK(launch_gcn_value_grad(dtype_of(in.x), in.col.scalar_type() == at::kLong, in.grad.const_data_ptr(),

@@ -205,6 +205,7 @@ std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cpu(const at::Tensor& z_
                                                             const std::optional<at::Tensor>& grad_out_in,
                                                             const at::Tensor& z_weight,
                                                             const at::Tensor& codebook_weight, bool) {
+  vq::check_backward_devices(z_in, index_in, grad_out_in, z_weight, codebook_weight);
   check_pair(z_in, codebook_in);
   const int64_t n = z_in.size(0), k = codebook_in.size(0), d = z_in.size(1);
   at::Tensor index, grad_out;  // (no structured binding: grad_out is captured by the dispatch lambda)

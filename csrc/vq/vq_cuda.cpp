@@ -14,6 +14,7 @@
 
 #include "../common/check.h"
 #include "../common/dtype_torch.h"
+#include "../common/opt_in.h"
 #include "vq_checks.h"
 #include "vq_kernels.h"
 
@@ -27,7 +28,7 @@ void check_pair(const at::Tensor& z, const at::Tensor& codebook) {
                        z.scalar_type() == at::kBFloat16,
                    "the CUDA VQ kernels take float32, float16 or bfloat16, got ", z.scalar_type());
   vq::check_pair_shapes(z, codebook);
-  TORCH_CHECK_VALUE(z.is_cuda(), "z and codebook must be CUDA tensors, got ", z.device());
+  check_cuda(z, "z");
 }
 
 // FACT_FAST_VQ_TENSOR_CORES=0 forces the SIMT tile kernel for fp16/bf16 (to test the fallback on sm_80+).
@@ -35,6 +36,35 @@ bool tensor_cores_allowed() {
   const char* env = std::getenv("FACT_FAST_VQ_TENSOR_CORES");
   return env == nullptr || std::strcmp(env, "0") != 0;
 }
+
+#ifdef FACT_FAST_WITH_CUTLASS
+// The CuTe search + exact re-rank; false (nothing launched) when it cannot run these inputs.
+bool search_cutlass(const at::Tensor& z, const at::Tensor& codebook, const at::Tensor& pnorm,
+                    const at::Tensor& index, const at::Tensor& dist, const at::Tensor& dist_f32, const at::Tensor& v) {
+  const int64_t n = z.size(0), k = codebook.size(0), d = z.size(1);
+  const DType dt = dtype_of(z);
+  bool ok = false;
+  C10_CUDA_CHECK(vq_cutlass_supported(dt, z.const_data_ptr(), codebook.const_data_ptr(), n, k, d, ok));
+  if (!ok) return false;
+  int splits = 1;
+  C10_CUDA_CHECK(vq_cutlass_splits(dt, n, k, d, splits));
+  at::Tensor scores = at::empty({n, 2 * splits}, z.options().dtype(at::kFloat));
+  at::Tensor candidates = at::empty({n, 2 * splits}, z.options().dtype(at::kInt));
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  C10_CUDA_CHECK(launch_vq_codeword_norms(dt, codebook.const_data_ptr(), k, d, pnorm.mutable_data_ptr<float>(),
+                                          stream));
+  C10_CUDA_CHECK(launch_vq_nearest_cutlass(dt, z.const_data_ptr(), codebook.const_data_ptr(), n, k, d,
+                                           pnorm.const_data_ptr<float>(), splits, scores.mutable_data_ptr<float>(),
+                                           candidates.mutable_data_ptr<int>(), stream));
+  C10_CUDA_CHECK(launch_vq_rerank(dt, z.const_data_ptr(), codebook.const_data_ptr(), n, k, d,
+                                  scores.const_data_ptr<float>(), candidates.const_data_ptr<int>(), 2 * splits,
+                                  index.mutable_data_ptr<int64_t>(),
+                                  dist.defined() ? dist.mutable_data_ptr() : nullptr,
+                                  dist_f32.defined() ? dist_f32.mutable_data_ptr<float>() : nullptr,
+                                  v.defined() ? v.mutable_data_ptr() : nullptr, stream));
+  return true;
+}
+#endif
 
 // (index, dist in z dtype or undefined, dist_f32 or undefined, v or undefined)
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> search(const at::Tensor& z, const at::Tensor& codebook,
@@ -45,6 +75,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> search(const at::Tens
   at::Tensor dist = want_dist ? at::empty({n}, z.options()) : at::Tensor();
   at::Tensor dist_f32 = want_quantized ? at::empty({n}, z.options().dtype(at::kFloat)) : at::Tensor();
   at::Tensor v = want_quantized ? at::empty({n, d}, z.options()) : at::Tensor();
+  // FACT_FAST_VQ_CUTLASS (common/opt_in.h) selects the CuTe search; not the default until a GPU has
+  // measured it against the kernels below.
+  const OptIn mode = n > 0 ? opt_in("FACT_FAST_VQ_CUTLASS") : OptIn::kOff;
+  if (mode != OptIn::kOff) {
+#ifdef FACT_FAST_WITH_CUTLASS
+    if (search_cutlass(z, codebook, pnorm, index, dist, dist_f32, v)) return {index, dist, dist_f32, v};
+    TORCH_CHECK_VALUE(mode != OptIn::kRequire,
+                      "FACT_FAST_VQ_CUTLASS=require, but the CuTe search cannot run these inputs: it needs "
+                      "float32/float16/bfloat16, d > 0 a multiple of 16 bytes of elements, 16-byte aligned z and "
+                      "codebook, and code compiled for compute_80+; got ", z.scalar_type(), ", d = ", d);
+#else
+    TORCH_CHECK_VALUE(mode != OptIn::kRequire,
+                      "FACT_FAST_VQ_CUTLASS=require, but fact_fast._C was built without the CUTLASS headers");
+#endif
+  }
   C10_CUDA_CHECK(launch_vq_nearest(dtype_of(z), z.const_data_ptr(), codebook.const_data_ptr(), n, k, d,
                                    pnorm.mutable_data_ptr<float>(), index.mutable_data_ptr<int64_t>(),
                                    want_dist ? dist.mutable_data_ptr() : nullptr,
@@ -77,6 +122,7 @@ std::tuple<at::Tensor, at::Tensor> vq_residual_backward_cuda(const at::Tensor& z
                                                              const std::optional<at::Tensor>& grad_out_in,
                                                              const at::Tensor& z_weight,
                                                              const at::Tensor& codebook_weight, bool deterministic) {
+  vq::check_backward_devices(z_in, index_in, grad_out_in, z_weight, codebook_weight);
   check_pair(z_in, codebook_in);
   const c10::cuda::CUDAGuard guard(z_in.device());
   const int64_t n = z_in.size(0), k = codebook_in.size(0), d = z_in.size(1);

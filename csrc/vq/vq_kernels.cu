@@ -7,8 +7,10 @@
 // orders by (value, index), so ties go to the lowest index. Two tile kernels:
 //   - nearest_simt_kernel: float FMA on fp32 copies of the tiles, any dtype, any GPU (the fallback);
 //   - nearest_wmma_kernel: fp16/bf16 tensor cores (wmma 16×16×16, fp32 accumulation), compiled only
-//     for __CUDA_ARCH__ >= 800 and chosen at run time on sm_80+ devices.
-// An epilogue (one warp per row) recomputes the exact ‖z − p_index‖² in float and gathers z_q.
+//     for __CUDA_ARCH__ >= 800 and chosen at run time where the loaded code is compute_80+.
+// An epilogue (one warp per row) recomputes the exact ‖z − p_index‖² in float and gathers z_q. The
+// same kernel, given candidate lists, is the exact re-rank that closes the CuTe search
+// (vq_cutlass.cu, launch_vq_rerank).
 //
 // Backward: grad_z elementwise; grad_codebook either by float atomics (fast, order-dependent) or by a
 // segmented reduction over rows sorted by index (one block per codeword, rows summed in order).
@@ -17,8 +19,10 @@
 #include <mma.h>
 
 #include <cfloat>
+#include <climits>
 
 #include "vq_kernels.h"
+#include "../common/arch.cuh"
 #include "../common/convert.cuh"
 
 namespace fact_fast {
@@ -207,24 +211,68 @@ nearest_wmma_kernel(const T* __restrict__ z, const T* __restrict__ cb, const flo
 #endif
 }
 
-// One warp per row: exact ‖z − p_index‖² in float; optional outputs dist (T), dist_f32 and v = p_index.
+// Exact ‖z_row − p_j‖² in float, summed over the lanes of a warp; every lane returns the total.
 template <typename T>
-__global__ void epilogue_kernel(const T* __restrict__ z, const T* __restrict__ cb, const int64_t* __restrict__ index,
-                                int64_t n, int64_t d, T* __restrict__ dist, float* __restrict__ dist_f32,
+__device__ __forceinline__ float warp_sq_dist(const T* __restrict__ zr, const T* __restrict__ pj, int64_t d, int lane) {
+  float s = 0.f;
+  for (int64_t c = lane; c < d; c += 32) {
+    const float diff = to_float(zr[c]) - to_float(pj[c]);
+    s = fmaf(diff, diff, s);
+  }
+  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  return s;
+}
+
+// One warp per row. With candidates (scores float and candidates int32, [n, num_candidates]; a
+// candidate < 0 or ≥ k is an empty slot): the two candidates of least (score, index) are compared on
+// their exact distance, the lower (ties → lowest index; no usable candidate → 0) is written to index;
+// without candidates, index is read. Then the optional outputs: dist (T) and dist_f32 = exact
+// ‖z − p_index‖², v = p_index.
+template <typename T>
+__global__ void epilogue_kernel(const T* __restrict__ z, const T* __restrict__ cb, const float* __restrict__ scores,
+                                const int* __restrict__ candidates, int num_candidates, int64_t* __restrict__ index,
+                                int64_t n, int64_t k, int64_t d, T* __restrict__ dist, float* __restrict__ dist_f32,
                                 T* __restrict__ v) {
   const int lane = threadIdx.x % 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; row < n;
        row += warps) {
-    const int64_t j = index[row];
-    float s = 0.f;
-    for (int64_t c = lane; c < d; c += 32) {
-      const T p = cb[j * d + c];
-      const float diff = to_float(z[row * d + c]) - to_float(p);
-      s = fmaf(diff, diff, s);
-      if (v != nullptr) v[row * d + c] = p;
+    const T* zr = z + row * d;
+    int64_t j;
+    float s;
+    if (candidates != nullptr) {
+      // Every lane walks the same few slots (broadcast reads) and so holds the same top-2.
+      float s1 = INFINITY, s2 = INFINITY;
+      long long j1 = LLONG_MAX, j2 = LLONG_MAX;
+      for (int c = 0; c < num_candidates; ++c) {
+        const long long cj = candidates[row * num_candidates + c];
+        if (cj < 0 || cj >= k) continue;
+        const float sc = scores[row * num_candidates + c];
+        if (sc < s2 || (sc == s2 && cj < j2)) {
+          if (sc < s1 || (sc == s1 && cj < j1)) {
+            s2 = s1;
+            j2 = j1;
+            s1 = sc;
+            j1 = cj;
+          } else {
+            s2 = sc;
+            j2 = cj;
+          }
+        }
+      }
+      float best = INFINITY;
+      long long best_j = LLONG_MAX;
+      if (j1 != LLONG_MAX) keep_min(best, best_j, warp_sq_dist(zr, cb + j1 * d, d, lane), j1);
+      if (j2 != LLONG_MAX) keep_min(best, best_j, warp_sq_dist(zr, cb + j2 * d, d, lane), j2);
+      j = best_j != LLONG_MAX ? best_j : 0;
+      s = best_j != LLONG_MAX ? best : warp_sq_dist(zr, cb + j * d, d, lane);
+      if (lane == 0) index[row] = j;
+    } else {
+      j = index[row];
+      s = warp_sq_dist(zr, cb + j * d, d, lane);
     }
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_down_sync(0xffffffffu, s, off);
+    if (v != nullptr)
+      for (int64_t c = lane; c < d; c += 32) v[row * d + c] = cb[j * d + c];
     if (lane == 0) {
       if (dist != nullptr) dist[row] = from_float<T>(s);
       if (dist_f32 != nullptr) dist_f32[row] = s;
@@ -285,29 +333,43 @@ template <> constexpr bool kHasTensorCores<__half> = true;
 template <> constexpr bool kHasTensorCores<__nv_bfloat16> = true;
 
 template <typename T>
+cudaError_t norms(const void* cb, int64_t k, int64_t d, float* pnorm, cudaStream_t stream) {
+  pnorm_kernel<T><<<grid_for(k, kThreads / 32), kThreads, 0, stream>>>(static_cast<const T*>(cb), k, d, pnorm);
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t nearest(const void* z_, const void* cb_, int64_t n, int64_t k, int64_t d, float* pnorm, int64_t* index,
                     void* dist, float* dist_f32, void* v, bool allow_tensor_cores, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   const T* z = static_cast<const T*>(z_);
   const T* cb = static_cast<const T*>(cb_);
-  pnorm_kernel<T><<<grid_for(k, kThreads / 32), kThreads, 0, stream>>>(cb, k, d, pnorm);
+  const cudaError_t norms_err = norms<T>(cb, k, d, pnorm, stream);
+  if (norms_err != cudaSuccess) return norms_err;
   const unsigned tiles = grid_for(n, kTileRows);
   bool tensor_cores = false;
   if constexpr (kHasTensorCores<T>) {
     if (allow_tensor_cores) {
-      // The wmma body exists only where the code run on this device was compiled for compute_80+
-      // (a build for an older arch list, JIT-compiled from its PTX, would run an empty kernel and leave
-      // index unwritten): ask which PTX version the runtime picked, not just the device's capability.
-      cudaFuncAttributes attr{};
-      const cudaError_t err = cudaFuncGetAttributes(&attr, nearest_wmma_kernel<T>);
+      // The wmma body is empty in code compiled for older targets (see loaded_ptx_at_least).
+      const cudaError_t err = loaded_ptx_at_least(nearest_wmma_kernel<T>, 80, tensor_cores);
       if (err != cudaSuccess) return err;
-      tensor_cores = attr.ptxVersion >= 80;
     }
     if (tensor_cores) nearest_wmma_kernel<T><<<tiles, kThreads, 0, stream>>>(z, cb, pnorm, n, k, d, index);
   }
   if (!tensor_cores) nearest_simt_kernel<T><<<tiles, kThreads, 0, stream>>>(z, cb, pnorm, n, k, d, index);
   epilogue_kernel<T><<<grid_for(n, kThreads / 32), kThreads, 0, stream>>>(
-      z, cb, index, n, d, static_cast<T*>(dist), dist_f32, static_cast<T*>(v));
+      z, cb, nullptr, nullptr, 0, index, n, k, d, static_cast<T*>(dist), dist_f32, static_cast<T*>(v));
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t rerank(const void* z, const void* cb, int64_t n, int64_t k, int64_t d, const float* scores,
+                   const int* candidates, int num_candidates, int64_t* index, void* dist, float* dist_f32, void* v,
+                   cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  epilogue_kernel<T><<<grid_for(n, kThreads / 32), kThreads, 0, stream>>>(
+      static_cast<const T*>(z), static_cast<const T*>(cb), scores, candidates, num_candidates, index, n, k, d,
+      static_cast<T*>(dist), dist_f32, static_cast<T*>(v));
   return cudaGetLastError();
 }
 
@@ -326,6 +388,18 @@ cudaError_t launch_vq_nearest(DType dtype, const void* z, const void* codebook, 
                               bool allow_tensor_cores, cudaStream_t stream) {
   FF_VQ_DISPATCH(dtype, nearest<T>(z, codebook, n, k, d, pnorm, index, dist, dist_f32, v, allow_tensor_cores,
                                    stream))
+}
+
+cudaError_t launch_vq_codeword_norms(DType dtype, const void* codebook, int64_t k, int64_t d, float* pnorm,
+                                     cudaStream_t stream) {
+  FF_VQ_DISPATCH(dtype, norms<T>(codebook, k, d, pnorm, stream))
+}
+
+cudaError_t launch_vq_rerank(DType dtype, const void* z, const void* codebook, int64_t n, int64_t k, int64_t d,
+                             const float* scores, const int* candidates, int num_candidates, int64_t* index,
+                             void* dist, float* dist_f32, void* v, cudaStream_t stream) {
+  FF_VQ_DISPATCH(dtype, rerank<T>(z, codebook, n, k, d, scores, candidates, num_candidates, index, dist, dist_f32, v,
+                                  stream))
 }
 
 cudaError_t launch_vq_grad_z(DType dtype, const void* z, const void* codebook, const int64_t* index,

@@ -16,6 +16,36 @@ cudaError_t launch_vq_nearest(DType dtype, const void* z, const void* codebook, 
                               float* pnorm, int64_t* index, void* dist, float* dist_f32, void* v,
                               bool allow_tensor_cores, cudaStream_t stream);
 
+// pnorm [k] (float) = ‖codebook[j]‖², computed in float.
+cudaError_t launch_vq_codeword_norms(DType dtype, const void* codebook, int64_t k, int64_t d, float* pnorm,
+                                     cudaStream_t stream);
+
+// The exact re-rank that closes the CUTLASS search: scores (float) and candidates (int32), each
+// [n, num_candidates] (a candidate < 0 is an empty slot). Per row, the two candidates of least
+// (score, index) are compared on their exact float distance ‖z_i − p_j‖²; index[i] = the lower
+// (ties → lowest index; no usable candidate → 0); dist / dist_f32 / v as in launch_vq_nearest.
+cudaError_t launch_vq_rerank(DType dtype, const void* z, const void* codebook, int64_t n, int64_t k, int64_t d,
+                             const float* scores, const int* candidates, int num_candidates, int64_t* index,
+                             void* dist, float* dist_f32, void* v, cudaStream_t stream);
+
+#ifdef FACT_FAST_WITH_CUTLASS
+// The CuTe tensor-core search (vq_cutlass.cu, compiled when setup.py finds the CUTLASS headers).
+// splits = codebook splits for z [n, d] and k codewords on the current device (1 ≤ splits ≤ ⌈k/128⌉;
+// more when n alone cannot fill the GPU).
+cudaError_t vq_cutlass_splits(DType dtype, int64_t n, int64_t k, int64_t d, int& splits);
+// ok = the search can run these inputs on the current device: float32 (TF32 tensor cores), float16 or
+// bfloat16; d > 0 a multiple of 16 bytes' worth of elements (4 for float32, 8 otherwise); z and
+// codebook 16-byte aligned; n, k, d below 2^31 − 256; code loaded for compute_80+.
+cudaError_t vq_cutlass_supported(DType dtype, const void* z, const void* codebook, int64_t n, int64_t k, int64_t d,
+                                 bool& ok);
+// Writes scores (float) and candidates (int32), [n, 2·splits] each: per codebook split, the two
+// codewords of least approximate ‖p‖² − 2⟨z, p⟩ (pnorm from launch_vq_codeword_norms) and those
+// values; launch_vq_rerank then picks among them.
+cudaError_t launch_vq_nearest_cutlass(DType dtype, const void* z, const void* codebook, int64_t n, int64_t k,
+                                      int64_t d, const float* pnorm, int splits, float* scores, int* candidates,
+                                      cudaStream_t stream);
+#endif
+
 // grad_z[i] = grad_out[i] (if not null) + z_weight[i * z_weight_stride] * (z[i] − codebook[index[i]]).
 cudaError_t launch_vq_grad_z(DType dtype, const void* z, const void* codebook, const int64_t* index,
                              const void* grad_out, const float* z_weight, int64_t z_weight_stride, int64_t n,
