@@ -94,6 +94,10 @@ def _attention_via(attn, attn_kv):
     """Front-end of a fused backend given its 3-D ops ``attn(q, k, v, scale, bias)`` and
     ``attn_kv(q, kv, scale, bias, residual)``."""
     def run(q, k, v, scale, bias):
+        with torch.autocast(q.device.type, enabled=False):  # see _AUTOCAST_NOTE
+            return _run(q, k, v, scale, bias)
+
+    def _run(q, k, v, scale, bias):
         batch = tuple(torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
         n = math.prod(batch)
         q3 = _flatten(q, batch, n)
@@ -108,8 +112,15 @@ def _attention_via(attn, attn_kv):
 def _interface_via(attn_kv):
     def run(q, v, bias):
         q3 = q.expand(v.shape[0], *q.shape[-2:]) if q.dim() == 2 else q
-        return attn_kv(q3, v, 1.0 / math.sqrt(q.shape[-1]), bias, True)
+        with torch.autocast(q.device.type, enabled=False):  # see _AUTOCAST_NOTE
+            return attn_kv(q3, v, 1.0 / math.sqrt(q.shape[-1]), bias, True)
     return run
+
+
+# _AUTOCAST_NOTE: the inputs already share one dtype (the front-end checks it) and each kernel
+# chooses its own accumulation precision; left on, autocast re-casts the compiled CPU kernel's
+# internal float32 matmuls to bf16 and they fail on mixed operands ("mat1 and mat2 must have the
+# same dtype"). So the fused backends run with autocast off, on the dtype they are given.
 
 
 def _attention_fake(q, k, v, scale, bias):
