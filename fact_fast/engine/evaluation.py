@@ -77,7 +77,11 @@ def evaluate_checkpoint(path: str, split: str = "test", *, batch_size: int | Non
     views = bool(ckpt.get("eval_views"))
     if views and not hasattr(ds, "members"):
         ids = ds.study_ids if ds.study_ids is not None else range(len(ds))
-        ds = MultiViewDataset(ds, list(ids))
+        # as many views per study as the stage that wrote the checkpoint was trained on
+        stages = model.stages()
+        index = ckpt.get("stage_index")
+        max_views = stages[index].max_views if index is not None and 0 <= index < len(stages) else None
+        ds = MultiViewDataset(ds, list(ids), max_views=max_views)
     device_ = next(model.parameters()).device
     loader = make_loader(ds, batch_size or cfg.eval_batch_size or 2 * cfg.batch_size, train=False,
                          info=du.DistInfo(device=device_), workers=workers, seed=cfg.seed, device=device_)
