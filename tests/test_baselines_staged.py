@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from fact_fast import evaluate, train
 from fact_fast.config import parse_config
 from fact_fast.data import build_dataset, collate
-from fact_fast.models import (LDR, CheXFusion, ModelOutput, ProtoContrast, Stage, StageContext, TaskInfo,
+from fact_fast.models import (LDR, CheXFusion, ModelOutput, ProtoContrast, StageContext, TaskInfo,
                               create_model, get_model_config, list_models, model_from_spec, model_spec)
 from fact_fast.models.ldr import reverse_sampling_probabilities
 from fact_fast.models.proto_contrast import label_prior_bias
@@ -163,6 +163,7 @@ def test_models_say_what_task_information_they_need():
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_shapes(name):
     model = tiny(name)
+    assert type(model) is {"ldr": LDR, "chexfusion": CheXFusion, "proto_contrast": ProtoContrast}[name]
     x, _ = batch()
     out = model(x)
     assert isinstance(out, ModelOutput)

@@ -181,10 +181,11 @@ class LDR(MultiLabelModel):
                 raise ValueError("ldr: stage 'reconstruct' estimates its Gaussians over the training set; "
                                  "begin_stage needs a StageContext with a train_loader")
             self.estimate_gaussians(ctx.train_loader, ctx.autocast)
-            counts = self.gaussian_count
-            ctx.log(f"ldr: Gaussians of {self.num_classes} classes from {int(counts[:, 0].sum())} images "
-                    f"(positives per class {counts[1].min().item()}..{counts[1].max().item()}); reverse-sampling "
-                    f"probabilities {self.sample_prob.min().item():.3g}..{self.sample_prob.max().item():.3g}")
+            n0, n1 = self.gaussian_count
+            ctx.log(f"ldr: label-0/label-1 Gaussians of {self.num_classes} classes from the training set "
+                    f"(samples per class: label 1 {n1.min().item()}..{n1.max().item()}, label 0 "
+                    f"{n0.min().item()}..{n0.max().item()}); reverse-sampling probabilities "
+                    f"{self.sample_prob.min().item():.3g}..{self.sample_prob.max().item():.3g}")
         self.reconstructing.fill_(stage.name == RECONSTRUCT)
 
     @torch.no_grad()
