@@ -295,3 +295,23 @@ def test_head_dims_beyond_the_kernel_limits_fall_back():
     q, k, v = torch.randn(3, 520), torch.randn(4, 520), torch.randn(4, 520)
     torch.testing.assert_close(ops.sigmoid_attention(q, k, v), reference.sigmoid_attention(q, k, v),
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_fused_backends_under_autocast(backend, device):
+    """Under bf16 autocast (``--amp``) the fused ops take their bf16 inputs as they are and give the
+    reference's result (autocast used to re-cast the compiled CPU kernel's internal matmuls)."""
+    _skip_unsupported(backend, device, torch.bfloat16)
+    q, k, v = _inputs(SHAPES["basic"], torch.bfloat16, device)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        out = ops.sigmoid_attention(q, k, v, bias=-1.0, backend=backend)
+        kv = ops.sigmoid_attention(q, k, k, backend=backend)
+        iface = ops.sigmoid_interface(q, k, backend=backend)
+    ref64 = reference.sigmoid_attention(q.double(), k.double(), v.double(), 1 / math.sqrt(32), -1.0)
+    ref_lp = reference.sigmoid_attention(q, k, v, 1 / math.sqrt(32), -1.0)
+    assert out.dtype == kv.dtype == iface.dtype == torch.bfloat16
+    _check_flash(out, ref_lp, ref64, 3.0, 1e-2, "autocast attention")
+    ref_kv = reference.sigmoid_attention(q.double(), k.double(), k.double(), 1 / math.sqrt(32), 0.0)
+    _check_flash(kv, reference.sigmoid_attention(q, k, k, 1 / math.sqrt(32), 0.0), ref_kv, 3.0, 1e-2, "autocast kv")
+    ref_if = reference.sigmoid_interface(q.double(), k.double(), 0.0)
+    _check_flash(iface, reference.sigmoid_interface(q, k, 0.0), ref_if, 3.0, 1e-2, "autocast interface")

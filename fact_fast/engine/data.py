@@ -12,7 +12,7 @@ from fact_fast.config import TrainConfig
 from fact_fast.models import TaskInfo
 from fact_fast.utils import distributed as du
 
-__all__ = ["RunData", "build_run_data", "make_loader", "set_loader_epoch", "ClassAwareSampler",
+__all__ = ["RunData", "build_run_data", "make_loader", "stage_dataset", "set_loader_epoch", "ClassAwareSampler",
            "split_batch", "SAMPLERS"]
 
 SAMPLERS = ("random", "class_aware", "cycle")
@@ -138,6 +138,18 @@ class ClassAwareSampler(Sampler):
         for c in classes:
             members = self.per_class[c]
             yield int(members[rng.integers(0, len(members))])
+
+
+def stage_dataset(ds, stage):
+    """``ds`` as a stage consumes it: a stage with ``views`` gets multi-view items -- the dataset
+    itself when it is multi-view already, else its images grouped by ``study_ids`` (each image its
+    own study when there are none) with at most ``stage.max_views`` views."""
+    from fact_fast.data import MultiViewDataset
+
+    if not stage.views or isinstance(ds, MultiViewDataset):
+        return ds
+    ids = ds.study_ids if ds.study_ids is not None else range(len(ds))
+    return MultiViewDataset(ds, list(ids), max_views=stage.max_views)
 
 
 def make_loader(ds, batch_size: int, *, train: bool, info: du.DistInfo, workers: int, seed: int,

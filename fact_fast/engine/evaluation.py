@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from fact_fast.config import TrainConfig
-from fact_fast.models import MultiLabelModel, model_from_spec
+from fact_fast.models import MultiLabelModel, Stage, model_from_spec
 from fact_fast.utils import distributed as du
 from fact_fast.utils.checkpoint import CheckpointError, load_checkpoint
 
@@ -101,17 +101,16 @@ def score_checkpoint_split(model: MultiLabelModel, ckpt: dict, split: str = "tes
                            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Scores and targets float32 ``[N, C]`` (NaN = unknown) of ``model`` on the checkpoint's
     ``split``, as the training run scores it (multi-view fusion when the checkpoint says so)."""
-    from fact_fast.data import MultiViewDataset
-
-    from .data import make_loader
+    from .data import make_loader, stage_dataset
     from .loop import score_loader
 
     cfg = config_of(ckpt)
     ds = checkpoint_dataset(ckpt, split, data_root)
     views = bool(ckpt.get("eval_views"))
-    if views and not hasattr(ds, "members"):
-        ids = ds.study_ids if ds.study_ids is not None else range(len(ds))
-        ds = MultiViewDataset(ds, list(ids))
+    if views:
+        # grouped as the stage that wrote the checkpoint saw its studies (its max_views)
+        stages, index = model.stages(), ckpt.get("stage_index")
+        ds = stage_dataset(ds, stages[index] if index is not None and 0 <= index < len(stages) else Stage(views=True))
     device = next(model.parameters()).device
     loader = make_loader(ds, batch_size or cfg.eval_batch_size or 2 * cfg.batch_size, train=False,
                          info=du.DistInfo(device=device), workers=workers, seed=cfg.seed, device=device)

@@ -32,7 +32,7 @@ from fact_fast.utils import distributed as du
 from fact_fast.utils.checkpoint import (BEST, LAST, atomic_save, capture_rng_state, find_latest,
                                         load_checkpoint, restore_rng_state)
 
-from .data import RunData, build_run_data, make_loader, set_loader_epoch, split_batch
+from .data import RunData, build_run_data, make_loader, set_loader_epoch, split_batch, stage_dataset
 from .evaluation import TEST_SCORES_FILE, compute_split_metrics, jsonable, save_scores
 from .loop import autocast_for, score_loader, train_one_epoch
 from .optim import build_optimizer, cosine_warmup_lambda
@@ -179,12 +179,7 @@ class _Run:
         self.ebs = cfg.eval_batch_size or 2 * cfg.batch_size
 
     def _loader(self, split: str, train: bool, stage: Stage):
-        ds = self.data.datasets[split]
-        if stage.views and not hasattr(ds, "members"):
-            from fact_fast.data import MultiViewDataset
-
-            ids = ds.study_ids if ds.study_ids is not None else range(len(ds))
-            ds = MultiViewDataset(ds, list(ids), max_views=stage.max_views)
+        ds = stage_dataset(self.data.datasets[split], stage)
         return make_loader(ds, self.cfg.batch_size if train else self.ebs, train=train, info=self.info,
                            workers=self.cfg.workers, seed=self.cfg.seed, device=self.device,
                            sampler=self.cfg.sampler if train else "random")

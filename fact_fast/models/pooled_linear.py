@@ -12,7 +12,11 @@ from fact_fast.nn.classification_losses import REDUCTIONS
 from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
 from .trunk import TrunkConfig, build_backbone, check_number
 
-__all__ = ["PooledLinearConfig", "PooledLinearClassifier"]
+__all__ = ["PooledLinearConfig", "PooledLinearClassifier", "CRITERIA"]
+
+# the losses this head is built for (other entries of CLASSIFICATION_LOSSES need what it lacks,
+# e.g. the class prevalence of the weighted ASL)
+CRITERIA = ("bce", "asl", "focal")
 
 
 @dataclass
@@ -43,8 +47,8 @@ class PooledLinearConfig(TrunkConfig):
     focal_alpha: float | None = 0.25
 
     def __post_init__(self):
-        if self.criterion not in CLASSIFICATION_LOSSES:
-            raise ValueError(f"criterion must be one of {sorted(CLASSIFICATION_LOSSES)}, got {self.criterion!r}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}")
         if self.reduction not in REDUCTIONS or self.reduction == "none":
             raise ValueError(f"reduction must be 'mean' or 'sum', got {self.reduction!r}")
         check_number(self, "asl_clip", low=0.0, high=1.0, high_open=True)

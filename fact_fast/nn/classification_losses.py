@@ -20,8 +20,9 @@ import torch.nn.functional as F
 
 from .losses import masked_mean
 
-__all__ = ["CLASSIFICATION_LOSSES", "REDUCTIONS", "reduce_masked", "bce_loss", "asymmetric_loss", "focal_loss",
-           "multilabel_soft_margin_loss", "ride_diversity_loss"]
+__all__ = ["CLASSIFICATION_LOSSES", "REDUCTIONS", "NEGATIVE_WEIGHTINGS", "reduce_masked", "bce_loss",
+           "asymmetric_loss", "weighted_asymmetric_loss", "focal_loss", "generalized_cross_entropy_loss",
+           "multilabel_soft_margin_loss", "ride_diversity_loss", "prototype_contrastive_loss"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -108,6 +109,32 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
     return reduce_masked(per, mask, reduction)
 
 
+def weighted_asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
+                             reduction: str = "mean", *, prevalence, gamma_neg: float = 4.0, gamma_pos: float = 1.0,
+                             clip: float = 0.05, detach_focusing: bool = False) -> torch.Tensor:
+    """CheXFusion's weighted asymmetric loss (seed 003): the ASL of :func:`asymmetric_loss` with a
+    per-class weight on each side,
+
+        L = −w⁺_c · y · L+  −  w⁻_c · (1 − y) · L−,       w⁺_c = exp(1 − p_c),   w⁻_c = exp(p_c)
+
+    where ``prevalence`` p_c (float ``[C]`` in [0, 1]) is class c's fraction of positive training
+    labels: rare classes weigh their positives up to e ≈ 2.72 and their negatives about 1, common
+    ones the other way round. Defaults γ− = 4, γ+ = 1, m = 0.05 and ``detach_focusing=False`` (the
+    focusing weights are differentiated) are CheXFusion's (poster and released ``ASLwithClassWeight``).
+    """
+    _check(logits, targets, mask)
+    p = torch.as_tensor(prevalence, dtype=torch.float64)
+    if p.shape != (logits.shape[1],) or not bool(torch.all((p >= 0) & (p <= 1))):
+        raise ValueError(f"prevalence must be {logits.shape[1]} values in [0, 1] (one per class, no NaN), got "
+                         f"{list(p.shape)} {p.tolist()[:8]}")
+    per = asymmetric_loss(logits, targets, None, "none", gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip,
+                          detach_focusing=detach_focusing)
+    p = p.to(device=per.device, dtype=per.dtype)
+    y = targets.to(per.dtype)
+    weight = y * torch.exp(1.0 - p) + (1.0 - y) * torch.exp(p)
+    return reduce_masked(weight * per, mask, reduction)
+
+
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
                reduction: str = "mean", gamma: float = 2.0, alpha: float | None = 0.25) -> torch.Tensor:
     """Sigmoid focal loss (Lin et al., ICCV'17, Eq. 5): ``−α_t (1 − p_t)^γ log(p_t)`` with
@@ -130,6 +157,29 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor |
     per = (1.0 - p_t).pow(gamma) * ce
     if alpha is not None:
         per = (y * alpha + (1.0 - y) * (1.0 - alpha)) * per
+    return reduce_masked(per, mask, reduction)
+
+
+def generalized_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
+                                   reduction: str = "mean", q: float = 0.8) -> torch.Tensor:
+    """Generalized cross-entropy (GCE; Zhang & Sabuncu, NeurIPS'18), per binary label: the
+    probability given to the true value, p_t (p = σ(z) for a positive, 1 − p for a negative),
+    enters as ``(1 − p_t^q) / q``:
+
+        L = y · (1 − p^q) / q  +  (1 − y) · (1 − (1 − p)^q) / q,     q ∈ (0, 1]
+
+    q → 0 gives binary cross-entropy, q = 1 the mean absolute error ``|y − p|``; in between, the
+    gradient ``p_t^q`` times BCE's down-weights labels the model finds implausible. LDRNet (seed
+    001, Eq. 16, q = 0.8) uses it for its E-step. ``p^q`` is computed as ``exp(q · log σ(z))``, so
+    saturated logits keep finite values and gradients.
+    """
+    _check(logits, targets, mask)
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"q must be in (0, 1], got {q}")
+    z = _wide(logits)
+    y = targets.to(z.dtype)
+    # 1 − p_t^q = −expm1(q log p_t): exact for p_t near 1, where 1 − exp(...) cancels
+    per = -(y * torch.expm1(q * F.logsigmoid(z)) + (1.0 - y) * torch.expm1(q * F.logsigmoid(-z))) / q
     return reduce_masked(per, mask, reduction)
 
 
@@ -177,9 +227,76 @@ def ride_diversity_loss(expert_logits: torch.Tensor) -> torch.Tensor:
     return -kl.sum(dim=0).mean() / (n - 1) if B else kl.sum() * 0.0
 
 
+NEGATIVE_WEIGHTINGS = ("similarity", "uniform")
+
+
+def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None,
+                               prototypes: torch.Tensor, prototype_mask: torch.Tensor | None = None,
+                               temperature: float = 0.1, negative_weighting: str = "similarity",
+                               reduction: str = "mean") -> torch.Tensor:
+    """Adaptive prototype contrastive loss (fact_fast's formulation of seed 004's APCL; the
+    abstract gives no equation, docs/baselines.md lists the choices).
+
+    Every known positive label (i, c) is an anchor: its class-specific feature ``f_ic`` is pulled
+    to its class prototype ``p_c`` and pushed from the other classes' prototypes. With cosine
+    similarities ``s_k = cos(f_ic, p_k) / τ``::
+
+        ℓ_ic = −s_c + log( e^{s_c} + Σ_{k≠c} w_ck e^{s_k} )
+
+    ``negative_weighting="similarity"`` (the "adaptive" part) weights the negatives by how close
+    their prototype is to the anchor's, ``w_ck = n_c · softmax_{k≠c}(cos(p_c, p_k) / τ)`` over the
+    n_c valid negatives (mean weight 1; a constant in the backward), so look-alike pathologies
+    repel hardest; ``"uniform"`` is the plain prototype InfoNCE (w = 1).
+
+    Args:
+        features: float ``[B, C, d]``, one feature per image and class.
+        targets: ``[B, C]`` 0/1; ``mask`` bool ``[B, C]`` (True = known) or None. Negative and
+            unknown labels are not anchors.
+        prototypes: float ``[C, d]``. ``prototype_mask`` bool ``[C]``: prototypes that exist yet
+            (False: the class is neither an anchor nor a negative); None = all.
+        reduction: ``"mean"`` over the anchors (0 when there is none), ``"sum"``, or ``"none"``
+            (``[B, C]``, 0 off the anchors).
+    """
+    if not isinstance(features, torch.Tensor) or features.dim() != 3 or not features.is_floating_point():
+        raise ValueError(f"features must be a float [B, C, d] tensor, got "
+                         f"{list(getattr(features, 'shape', [type(features).__name__]))}")
+    B, C, d = features.shape
+    _check(features[..., 0], targets, mask)
+    if not isinstance(prototypes, torch.Tensor) or prototypes.shape != (C, d):
+        raise ValueError(f"prototypes must be [{C}, {d}], got {list(getattr(prototypes, 'shape', []))}")
+    if prototype_mask is not None and (prototype_mask.dtype != torch.bool or prototype_mask.shape != (C,)):
+        raise ValueError(f"prototype_mask must be bool [{C}], got {prototype_mask.dtype} {list(prototype_mask.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if negative_weighting not in NEGATIVE_WEIGHTINGS:
+        raise ValueError(f"negative_weighting must be one of {NEGATIVE_WEIGHTINGS}, got {negative_weighting!r}")
+    f = F.normalize(_wide(features), dim=-1)
+    p = F.normalize(_wide(prototypes), dim=-1).to(f.dtype)
+    s = torch.einsum("bcd,kd->bck", f, p) / temperature                      # [B, C (anchor class), C (prototype)]
+    valid = torch.ones(C, dtype=torch.bool, device=f.device) if prototype_mask is None else prototype_mask.to(f.device)
+    eye = torch.eye(C, dtype=torch.bool, device=f.device)
+    negative = valid[None, :] & ~eye                                         # [C, C]: k is a negative of c
+    with torch.no_grad():
+        if negative_weighting == "similarity":
+            sim = (p @ p.t() / temperature).masked_fill(~negative, float("-inf"))
+            count = negative.sum(dim=1, keepdim=True).to(f.dtype)
+            log_w = torch.log_softmax(sim, dim=1) + torch.log(count.clamp_min(1.0))
+        else:
+            log_w = torch.zeros(C, C, dtype=f.dtype, device=f.device)
+        log_w = torch.where(eye, torch.zeros_like(log_w), log_w.masked_fill(~negative, float("-inf")))
+    positive = s.diagonal(dim1=1, dim2=2)                                    # [B, C]: s_c
+    per = torch.logsumexp(s + log_w, dim=-1) - positive
+    anchors = (targets > 0.5) & valid[None, :]
+    if mask is not None:
+        anchors = anchors & mask
+    return reduce_masked(per, anchors, reduction)
+
+
 # name -> loss; each takes (logits, targets, mask=None, reduction="mean", **hyper-parameters)
 CLASSIFICATION_LOSSES = {
     "bce": bce_loss,
     "asl": asymmetric_loss,
+    "weighted_asl": weighted_asymmetric_loss,
     "focal": focal_loss,
+    "gce": generalized_cross_entropy_loss,
 }

@@ -14,9 +14,6 @@ from .attention import sigmoid_attention, sigmoid_interface
 from .fuzzy import fuzzy_loss, fuzzy_membership
 from .gcn import CSRGraph, gcn_propagate, prepare_graph
 from .vq import vq_nearest, vq_quantize
-from ._autocast import register_autocast_float32
-
-register_autocast_float32()  # every fused op runs in float32 under torch.autocast (see _autocast.py)
 
 __all__ = [
     "vq_nearest", "vq_quantize", "gcn_propagate", "sigmoid_attention", "sigmoid_interface",

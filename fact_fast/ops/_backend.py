@@ -19,6 +19,7 @@ because ``reference`` runs everything.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -63,13 +64,32 @@ def _always(*args, **kwargs) -> None:
     return None
 
 
+def _autocast_off(fn: Callable) -> Callable:
+    """``fn`` with autocast disabled on its tensors' device.
+
+    The front-ends check that an op's floating inputs share one dtype and each kernel picks its
+    own accumulation precision, so a fused op runs on the dtype it is given. Left on, autocast
+    would re-cast the ATen calls inside the compiled kernels (their float32 accumulators against
+    bfloat16 operands: "mat1 and mat2 must have the same dtype"). The reference backend stays
+    under autocast like any PyTorch code.
+    """
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return fn(*args, **kwargs)
+    return run
+
+
 def register(op: str, backend: str, supports: Supports | None = None) -> Callable[[Callable], Callable]:
-    """Decorator registering ``fn`` as ``backend``'s implementation of ``op``."""
+    """Decorator registering ``fn`` as ``backend``'s implementation of ``op`` (fused backends run
+    with autocast off, see :func:`_autocast_off`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
     def deco(fn: Callable) -> Callable:
-        _registry.setdefault(op, {})[backend] = Impl(fn, supports or _always)
+        _registry.setdefault(op, {})[backend] = Impl(fn if backend == "reference" else _autocast_off(fn),
+                                                     supports or _always)
         return fn
 
     return deco
