@@ -17,10 +17,12 @@ relative error about 2⁻¹¹, the size of the float16 rounding P gets before P�
 keeps the exact sigmoid, and so does the interpreter, which cannot run PTX.
 
 Tiles. A program keeps whole head-dim rows in registers (head dims up to 512). For 16-bit inputs
-the key-tile width and the warp count are autotuned on the GPU (BLOCK_N ∈ {64, 128} up to
-d = 128), and the dQ kernel uses 64-row query tiles (one Hopper warpgroup MMA tile) up to
-d = 256. float32, whose exact products are FMA dots staged in shared memory, has one fixed
-configuration per head dim. See ``_forward_configs`` / ``_backward_configs``.
+the tiles and warp counts are autotuned on the GPU, once per (Lq, Lk, d, dv, dtype): up to
+d = 128 the forward tries BLOCK_N ∈ {64, 128} with 64- or 128-row query tiles and 4 or 8 warps;
+the dQ kernel uses 64-row query tiles up to d = 256 and the dK/dV kernel 64-key tiles up to
+d = 128, so both run Hopper warpgroup MMAs. float32, whose exact products are FMA dots staged in
+shared memory, has one fixed configuration per head dim. See ``_forward_configs`` /
+``_backward_configs``.
 """
 from __future__ import annotations
 

@@ -58,9 +58,9 @@ def _operand(x, TO_F32: tl.constexpr, ROUND_TF32: tl.constexpr):
 def _finish(z_ptr, cb_ptr, index_ptr, dist_ptr, dist_f32_ptr, q_ptr, rows, rmask, j1, j2, K, D,
             s_zn, s_zd, s_cn, s_cd, RERANK: tl.constexpr, WRITE_DIST: tl.constexpr, WRITE_Q: tl.constexpr,
             BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Epilogue for candidate indices j1 (best estimate) and, with RERANK, j2 (index ≥ K: none):
-    keep the one with the smaller exact fp32 ‖z − p‖² (ties and NaN rows: j1 unless j2 < j1 ties),
-    write it, its exact distance and, with WRITE_Q, z_q."""
+    """Epilogue for candidate indices j1 (best estimate) and, with RERANK, j2 (an index ≥ K: none).
+    Keeps the one with the smaller exact fp32 ‖z − p‖² (equal distances: the lower index; a NaN
+    distance never replaces j1) and writes it, its exact distance and, with WRITE_Q, z_q."""
     ok1 = rmask & (j1 < K)
     d1 = tl.zeros([BLOCK_M], tl.float32)
     if RERANK:
@@ -269,10 +269,10 @@ def _grad_codebook_sorted_kernel(z_ptr, cb_ptr, order_ptr, offsets_ptr, w_ptr, w
 # GPU tile shapes (BLOCK_M, BLOCK_N, BLOCK_D, num_warps, num_stages) tried once per
 # (N bucket, K, d, dtype, splits, outputs); configs needing more shared memory than the device has
 # are skipped by the autotuner, and the first of each list fits an A100. The interpreter runs one
-# small config. 8 warps first: with 4, ptxas (sm_80/sm_90) spills 0.2-1.3 KB per thread in the
-# float32 chunked search, with 8 under 0.1 KB.
-_CHUNKED_CONFIGS = ((64, 64, 64, 8, 3), (128, 64, 32, 8, 3), (128, 128, 32, 8, 4), (64, 128, 64, 8, 3),
-                    (64, 64, 32, 4, 3))
+# small config. The float32 chunked search is register-bound: ptxas (sm_80) spills 48 B per thread
+# with the first config, 0.1-0.7 KB with the others (16-bit: none), so the order is by spills.
+_CHUNKED_CONFIGS = ((128, 64, 32, 8, 3), (64, 64, 64, 8, 3), (64, 64, 32, 4, 3), (64, 128, 64, 8, 3),
+                    (128, 128, 32, 8, 4))
 # Resident z: BLOCK_D = next_pow2(d) is fixed by the launcher; each stage holds a BLOCK_N × BLOCK_D
 # codebook tile beside the z tile.
 _RESIDENT_CONFIGS = ((64, 32, 8, 2), (64, 64, 8, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 3))

@@ -213,3 +213,41 @@ def test_launchers_use_the_tensors_device_not_the_current_one():
     torch.testing.assert_close(ops.gcn_propagate(x, rowptr, col, backend="triton"),
                                reference.gcn_propagate(x, rowptr, col), atol=1e-5, rtol=1e-5)
     assert torch.cuda.current_device() == 0
+
+
+def test_multi_config_launches_build_valid_autotuners(monkeypatch):
+    """The GPU path wraps kernels with several candidate configs in triton.autotune: every key must
+    name a kernel argument (Triton rejects others), configs must not repeat, and no tuned block size
+    may also be passed by the launcher. Checked for the GPU's launches (the launchers believe they
+    are not interpreted), building each autotuner without running it (that needs a GPU)."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the GPU runs the real autotuner in the backend tests")
+    from fact_fast.kernels import _launch, attention, vq
+    built = set()
+
+    def building_launch(kernel, grid, *args, configs, key=(), **constexprs):
+        if len(configs) > 1:
+            frozen = tuple((tuple(sorted(block.items())), warps, stages) for block, warps, stages in configs)
+            assert len(set(frozen)) == len(frozen), f"{kernel.fn.__name__}: repeated configs"
+            tuner = _launch._autotuner(kernel, frozen, tuple(key))
+            assert set(key) <= set(tuner.arg_names) and len(tuner.configs) == len(configs)
+            overlap = {name for block, _, _ in configs for name in block} & set(constexprs)
+            assert not overlap, f"{kernel.fn.__name__}: {overlap} both tuned and passed"
+            built.add(kernel.fn.__name__)
+
+    for module in (attention, vq):
+        monkeypatch.setattr(module, "launch", building_launch)
+        monkeypatch.setattr(module, "interpreting", lambda: False)
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float16):
+        for d in (24, 100, 300):  # the head-dim classes of the candidate lists
+            q, k, v = (torch.randn(2, 90, d, generator=g).to(dtype) for _ in range(3))
+            attention.attention_forward(q, k, v, 0.2, 0.0, residual=False)
+            attention.attention_backward(torch.randn(2, 90, d, generator=g).to(dtype), q, k, v, 0.2, 0.0,
+                                         kv_shared=False)
+        for d in (12, 600):  # resident and chunked z
+            z, cb = torch.randn(40, d, generator=g).to(dtype), torch.randn(300, d, generator=g).to(dtype)
+            vq.nearest(z, cb, want_dist=True, want_quantized=False)
+    assert built == {"_attention_fwd_kernel", "_attention_bwd_kv_kernel", "_attention_bwd_q_kernel",
+                     "_search_kernel"}
