@@ -136,7 +136,10 @@ def _extensions_and_cmdclass():
 ext_modules, cmdclass = _extensions_and_cmdclass()
 
 setup(
-    packages=find_packages(include=["fact_fast", "fact_fast.*"]),
+    # The Triton kernels sit beside csrc/ in a top-level kernels/ and install as fact_fast.kernels
+    # (from a checkout, fact_fast/__init__.py attaches them the same way).
+    packages=find_packages(include=["fact_fast", "fact_fast.*"]) + ["fact_fast.kernels"],
+    package_dir={"fact_fast.kernels": "kernels"},
     package_data={"fact_fast": ["data/embeddings/*.npy", "data/embeddings/*.json", "configs/*.yaml"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -315,3 +315,44 @@ def test_fused_backends_under_autocast(backend, device):
     _check_flash(kv, reference.sigmoid_attention(q, k, k, 1 / math.sqrt(32), 0.0), ref_kv, 3.0, 1e-2, "autocast kv")
     ref_if = reference.sigmoid_interface(q.double(), k.double(), 0.0)
     _check_flash(iface, reference.sigmoid_interface(q, k, 0.0), ref_if, 3.0, 1e-2, "autocast interface")
+
+
+class _MustNotLaunch:
+    def __getitem__(self, grid):
+        raise AssertionError("the dQ kernel was launched although q needs no gradient")
+
+
+@pytest.mark.parametrize("kind", ["attention", "interface"])
+def test_triton_skips_dq_when_q_needs_no_gradient(monkeypatch, kind):
+    _skip_unsupported("triton", "cpu", torch.float32)
+    from fact_fast.kernels import attention as kernels
+    q, k, v = _inputs([(2, 5, 16), (2, 7, 16), (2, 7, 16)], torch.float32, "cpu", requires_grad=True)
+    q.requires_grad_(False)
+
+    def run(backend, q, k, v):
+        if kind == "attention":
+            return ops.sigmoid_attention(q, k, v, bias=0.3, backend=backend)
+        return ops.sigmoid_interface(q, v, bias=0.3, backend=backend)
+
+    grad = torch.randn(2, 5, 16)
+    inputs = (k, v) if kind == "attention" else (v,)
+    want = _grads(run("reference", q, k, v), inputs, grad)
+    monkeypatch.setattr(kernels, "_attention_bwd_q_kernel", _MustNotLaunch())
+    got = _grads(run("triton", q, k, v), inputs, grad)
+    for f, r in zip(got, want):
+        torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+    with pytest.raises(AssertionError, match="dQ kernel"):  # the stand-in does catch a launch
+        _grads(run("triton", q.clone().requires_grad_(), k, v), inputs, grad)
+
+
+def test_triton_backward_ops_without_dq_pass_opcheck():
+    _skip_unsupported("triton", "cpu", torch.float32)
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(s, generator=g) for s in ((2, 5, 16), (2, 7, 16), (2, 7, 8)))
+    dq, dk, dv = torch.ops.fact_fast.sigmoid_attention_triton_backward(torch.randn(2, 5, 8), q, k, v, 0.25, 0.5,
+                                                                       False)
+    assert dq.numel() == 0 and dk.shape == k.shape and dv.shape == v.shape
+    torch.library.opcheck(torch.ops.fact_fast.sigmoid_attention_triton_backward,
+                          (torch.randn(2, 5, 8), q, k, v, 0.25, 0.5, False))
+    torch.library.opcheck(torch.ops.fact_fast.sigmoid_attention_kv_triton_backward,
+                          (torch.randn(2, 5, 16), q, k, 0.25, 0.5, False))

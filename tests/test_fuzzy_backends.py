@@ -438,3 +438,80 @@ def test_inductor_backward_on_transposed_e(backend):
     assert_close(loss.detach(), loss_of(x, s, tau, "reference"), 1e-5, 1e-4, "compiled loss")
     for name, g, w in zip(("dx", "ds", "dtau"), got, want):
         assert_close(g.grad, w.grad, 1e-5, 1e-4, f"compiled {name}")
+
+
+# --- Triton kernels: last-program counter, samples per program -----------------------------------
+
+def _triton_runs_here():
+    e, s, y, tau = _inputs(2, 3, 4)
+    if "triton" not in fused_backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        pytest.skip("triton cannot run here")
+
+
+class _AbortAfterwards:
+    """Stands in for a Triton kernel: runs it, then leaves its counter non-zero as an aborted launch
+    (or a CUDA-graph pool reused after capture) would."""
+
+    def __init__(self, kernel, counter_arg: int):
+        self.kernel, self.counter_arg, self.counts_at_launch = kernel, counter_arg, []
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            counter = args[self.counter_arg]
+            self.counts_at_launch.append(counter.item())
+            self.kernel[grid](*args, **kwargs)
+            counter.fill_(7)
+        return run
+
+
+def test_triton_counter_is_fresh_every_call(monkeypatch):
+    """A counter left non-zero by one launch must not corrupt the next loss or dτ (issue 12, item 4)."""
+    _triton_runs_here()
+    from fact_fast.kernels import fuzzy as kernels
+    fwd = _AbortAfterwards(kernels._fuzzy_fwd_kernel, counter_arg=8)
+    bwd = _AbortAfterwards(kernels._fuzzy_bwd_kernel, counter_arg=10)
+    monkeypatch.setattr(kernels, "_fuzzy_fwd_kernel", fwd)
+    monkeypatch.setattr(kernels, "_fuzzy_bwd_kernel", bwd)
+    e, s, y, tau = _inputs(5, 4, 8)
+    for _ in range(3):
+        _compare("triton", e, s, y, tau, 1e-5, 1e-4, reduction="sum")
+    assert fwd.counts_at_launch == [0, 0, 0] and bwd.counts_at_launch == [0, 0, 0]
+
+
+@pytest.mark.parametrize("b", [1, 13, 32])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_triton_several_samples_per_program(monkeypatch, b, reduction):
+    """Few multiprocessors: each forward program shares its s tiles among up to 8 samples; a last
+    program may hold fewer. Loss, μ and gradients match the reference."""
+    _triton_runs_here()
+    from fact_fast.kernels import fuzzy as kernels
+    monkeypatch.setattr(kernels, "multiprocessors", lambda device: 1)
+    samples, _ = kernels._forward_tiles(b, 6, 20, 1)
+    assert samples == (1 if b == 1 else 8)
+    e, s, y, tau = _inputs(b, 6, 20)
+    _compare("triton", e, s, y, tau, 1e-5, 1e-4, mu_weight=torch.randn(b, 6), reduction=reduction)
+
+
+@pytest.mark.cuda
+def test_triton_loss_replays_in_a_cuda_graph():
+    """Captured in a CUDA graph (torch.compile mode="reduce-overhead" does this), the loss is right
+    on every replay, for new inputs copied into the captured buffers."""
+    e, s, y, tau = _inputs(16, 10, 64, device="cuda")
+    if "triton" not in fused_backends(fuzzy_ops.OP_LOSS, e, s, y, tau):
+        pytest.skip("triton cannot run here")
+    y = y.bool()  # binary by type: the front-end's value check of float labels would synchronize
+    e_in, s_in = e.clone(), s.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        ops.fuzzy_loss(e_in, s_in, y, tau, backend="triton")  # warm-up: compiles outside capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss, mu = ops.fuzzy_loss(e_in, s_in, y, tau, backend="triton")
+    for seed in range(3):
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        e_in.copy_(s + 0.3 * torch.randn(e.shape, device="cuda", generator=g))
+        graph.replay()
+        want, _ = reference.fuzzy_loss(e_in, s_in, y, tau)
+        torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-4)

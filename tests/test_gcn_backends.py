@@ -171,6 +171,34 @@ def test_gradients_match_reference(backend, dtype, atol, rtol):
         assert_close(grads[0][1], grads[1][1], *tolerances.gcn_value_grad(dtype), what + " dvalue")
 
 
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_triton_several_rows_per_program(monkeypatch, weighted):
+    """With few multiprocessors each Triton program walks MAX_ROWS rows, the last program a partial
+    set: outputs and gradients still match the reference."""
+    rowptr, col, value = make_graph(70, 250, zero_rows=3, weighted=weighted)
+    x = torch.randn(70, 20, dtype=torch.float64).float()
+    if "triton" not in _backends(x, rowptr, col):
+        pytest.skip("triton unavailable")
+    from fact_fast.kernels import gcn as kernels
+    monkeypatch.setattr(kernels, "multiprocessors", lambda device: 1)
+    assert kernels._rows_per_program(70, 1, torch.device("cpu")) == kernels.MAX_ROWS  # 9 programs, the last of 6
+    value = value.float() if weighted else None
+    g = torch.randn(70, 20)
+    for add_loops, normalize in FLAGS:
+        grads = []
+        for b in ("triton", "reference"):
+            xr = x.clone().requires_grad_(True)
+            vr = value.clone().requires_grad_(True) if weighted else None
+            out = ops.gcn_propagate(xr, rowptr, col, vr, add_loops, normalize, backend=b)
+            grads.append((out,) + torch.autograd.grad(out, (xr, vr) if weighted else (xr,), g))
+        what = f"loops={add_loops} normalize={normalize}"
+        assert_close(grads[0][0], grads[1][0], 1e-5, 1e-5, what + " out")
+        assert_close(grads[0][1], grads[1][1], 1e-5, 1e-5, what + " dx")
+        if weighted:
+            assert_close(grads[0][2], grads[1][2], 1e-4, 1e-4, what + " dvalue")
+
+
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 def test_graph_object_matches_raw_and_caches(backend):
     rowptr, col, value = make_graph(10, 35, int32=True)

@@ -1,7 +1,7 @@
 """The gcn Triton kernels compile for sm_80 and sm_90 (PTX + cubin) on a machine without a GPU.
 
 See triton_compile.py for why; every variant the launchers can pick is compiled with the block
-shapes of the smallest and the largest feature size.
+shapes of the smallest and the largest feature size, with one and with MAX_ROWS rows per program.
 """
 from triton_compile import NO_GPU, compile_for, run_child
 
@@ -12,16 +12,16 @@ def compile_all(capability: int, dt: str, idx: str) -> None:
     base = dict(rowptr_ptr=f"*{idx}", col_ptr=f"*{idx}", value_ptr="*fp32", dinv_ptr="*fp32")
     for f in (1, 1000):  # _blocks' two extremes: BLOCK_E 2048 × BLOCK_F 1, BLOCK_E 16 × BLOCK_F 128
         block_e, block_f = K._blocks(f)
-        for has_value, self_loop in ((True, True), (False, False)):
+        for has_value, self_loop, rows in ((True, True, 1), (False, False, K.MAX_ROWS)):
             sig = dict(x_ptr=f"*{dt}", **base, out_ptr=f"*{dt}", n=i32, f=i32, nnz=i32,
-                       HAS_VALUE=c, SELF_LOOP=c, BLOCK_E=c, BLOCK_F=c)
-            compile_for(K._spmm_kernel, sig, dict(HAS_VALUE=has_value, SELF_LOOP=self_loop, BLOCK_E=block_e,
-                                               BLOCK_F=block_f), capability)
+                       HAS_VALUE=c, SELF_LOOP=c, ROWS=c, BLOCK_E=c, BLOCK_F=c)
+            compile_for(K._spmm_kernel, sig, dict(HAS_VALUE=has_value, SELF_LOOP=self_loop, ROWS=rows,
+                                                  BLOCK_E=block_e, BLOCK_F=block_f), capability)
             sig = dict(grad_ptr=f"*{dt}", x_ptr=f"*{dt}", dx_ptr=f"*{dt}", **base, dvalue_ptr="*fp32",
-                       n=i32, f=i32, nnz=i32, HAS_VALUE=c, SELF_LOOP=c, NORMALIZE=c, BLOCK_E=c, BLOCK_F=c)
+                       n=i32, f=i32, nnz=i32, HAS_VALUE=c, SELF_LOOP=c, NORMALIZE=c, ROWS=c, BLOCK_E=c, BLOCK_F=c)
             compile_for(K._value_grad_kernel, sig,
-                                dict(HAS_VALUE=has_value, SELF_LOOP=self_loop, NORMALIZE=True,
-                                     BLOCK_E=min(block_e, 64), BLOCK_F=block_f), capability)
+                        dict(HAS_VALUE=has_value, SELF_LOOP=self_loop, NORMALIZE=True, ROWS=rows,
+                             BLOCK_E=min(block_e, 64), BLOCK_F=block_f), capability)
 
 
 @NO_GPU

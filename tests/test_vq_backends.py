@@ -385,3 +385,84 @@ def test_cpu_resolves_near_ties_on_exact_distances():
     exact = _exact(z, codebook)
     assert torch.equal(index, exact.argmin(1))
     torch.testing.assert_close(dist.double(), exact.min(1).values, atol=1e-6, rtol=1e-4)
+
+
+# --- Triton search structure: TF32 candidates re-ranked exactly, codebook split over programs -----
+
+def _triton_kernels():
+    z = torch.zeros(2, 3)
+    if "triton" not in fused_backends("vq_nearest", z, z):
+        pytest.skip("triton cannot run here")
+    from fact_fast.kernels import vq
+    return vq
+
+
+def _tf32(x: torch.Tensor) -> torch.Tensor:
+    """x with the 13 low mantissa bits dropped: what a TF32 tensor-core product reads."""
+    return (x.float().view(torch.int32) & -8192).view(torch.float32)
+
+
+def _close_pairs(n=40, d=32, far=40, seed=21):
+    """Each row z_i has two codewords at nearly the same distance (≈1, differing by ~1e-2), every
+    other codeword far away: the exact order of each pair is clear in fp32, not in TF32."""
+    g = torch.Generator().manual_seed(seed)
+    z = 3 * torch.randn(n, d, generator=g)
+    u = torch.randn(n, d, generator=g)
+    u = u / u.norm(dim=1, keepdim=True)
+    w = torch.randn(n, d, generator=g)
+    w = w - (w * u).sum(1, keepdim=True) * u
+    w = w / w.norm(dim=1, keepdim=True)
+    r = 1 + 0.01 * torch.rand(n, 1, generator=g)
+    pairs = torch.stack([z + u, z + r * w], 1).reshape(2 * n, d)
+    codebook = torch.cat([3 * torch.randn(far, d, generator=g) + 20, pairs])
+    return z, codebook
+
+
+@pytest.mark.parametrize("splits", [1, 2, 3])
+def test_triton_fp32_reranks_tf32_candidates_exactly(splits):
+    vq = _triton_kernels()
+    z, codebook = _close_pairs()
+    exact = _exact(z, codebook)
+    pn = codebook.double().pow(2).sum(1)
+    estimate = pn - 2 * (_tf32(z).double() @ _tf32(codebook).double().t())
+    misordered = (estimate.argmin(1) != exact.argmin(1)).sum().item()
+    assert misordered >= 5, "test premise: a single TF32 pass misorders several rows"
+    for want_dist, want_q in ((True, False), (False, True)):
+        index, dist, dist_f32, zq = vq.nearest(z, codebook, want_dist=want_dist, want_quantized=want_q,
+                                               splits=splits)
+        assert torch.equal(index, exact.argmin(1))
+        got = dist if want_dist else dist_f32
+        torch.testing.assert_close(got.double(), exact.min(1).values, atol=1e-5, rtol=1e-5)
+        if want_q:
+            assert torch.equal(zq, codebook[index])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("splits", [2, 5, 8])
+def test_triton_split_codebook_matches_one_sweep(dtype, splits):
+    """Codebook ranges over a second grid axis, merged by estimate (ties to the lower index): the same
+    index, distance and z_q as one program sweeping the whole codebook; exact integer ties included."""
+    vq = _triton_kernels()
+    g = torch.Generator().manual_seed(5)
+    base = torch.randint(-2, 3, (9, 21), generator=g)
+    codebook = torch.cat([base, torch.randint(-2, 3, (60, 21), generator=g), base.flip(0), base]).to(dtype)
+    z = torch.cat([base, torch.randint(-2, 3, (30, 21), generator=g)]).to(dtype)
+    z[3] = float("nan")  # a NaN row reports codeword 0, as without a split
+    one = vq.nearest(z, codebook, want_dist=True, want_quantized=True, splits=1)
+    split = vq.nearest(z, codebook, want_dist=True, want_quantized=True, splits=splits)
+    assert torch.equal(split[0], one[0]) and split[0][3] == 0
+    for a, b in zip(split[1:], one[1:]):
+        torch.testing.assert_close(a, b, equal_nan=True, atol=0, rtol=0)
+    ok = torch.ones(z.shape[0], dtype=torch.bool)
+    ok[3] = False
+    dist = (z[ok, None, :].double() - codebook[None].double()).pow(2).sum(-1)
+    expected = torch.stack([torch.nonzero(row == row.min())[0, 0] for row in dist])
+    assert torch.equal(split[0][ok], expected)
+
+
+def test_triton_splits_only_small_row_counts():
+    vq = _triton_kernels()
+    assert vq.codebook_splits(6272, 1024, 132, 256) == 2  # FACT size: 98 row blocks -> 196 programs
+    assert vq.codebook_splits(65536, 8192, 132, 256) == 1  # SPEC's large case fills the GPU already
+    assert vq.codebook_splits(100, 8192, 132, 256) == vq.MAX_SPLITS
+    assert vq.codebook_splits(100, 300, 132, 256) == 1  # too few codewords to split

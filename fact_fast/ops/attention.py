@@ -133,17 +133,24 @@ def _setup_context(ctx, inputs, output):
     ctx.params = [a for a in inputs if not isinstance(a, torch.Tensor)]
 
 
-def _make_autograd(backward_op, backward_kv_op):
+def _make_autograd(backward_op, backward_kv_op, skips_dq: bool = False):
+    """Autograd backwards for a backend's attention / keys=values ops; with ``skips_dq`` the backward
+    ops take a trailing ``need_dq`` flag and return an empty dq without computing it."""
+    def need_dq(ctx) -> tuple:
+        return (ctx.needs_input_grad[0],) if skips_dq else ()
+
     def attention_backward(ctx, grad_out):
         q, k, v = ctx.saved_tensors
         scale, bias = ctx.params
-        dq, dk, dv = backward_op(grad_out, q, k, v, scale, bias)
-        return dq, dk, dv, None, None
+        dq, dk, dv = backward_op(grad_out, q, k, v, scale, bias, *need_dq(ctx))
+        return dq if ctx.needs_input_grad[0] else None, dk, dv, None, None
 
     def kv_backward(ctx, grad_out):
         q, kv = ctx.saved_tensors
         scale, bias, residual = ctx.params
-        dq, dkv = backward_kv_op(grad_out, q, kv, scale, bias)
+        dq, dkv = backward_kv_op(grad_out, q, kv, scale, bias, *need_dq(ctx))
+        if not ctx.needs_input_grad[0]:
+            return None, dkv, None, None, None
         if residual:
             dq = dq + grad_out
         return dq, dkv, None, None, None
@@ -217,9 +224,10 @@ def _triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
 
 @torch.library.custom_op("fact_fast::sigmoid_attention_triton_backward", mutates_args=())
 def _triton_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                               scale: float, bias: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                               scale: float, bias: float, need_dq: bool = True
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from fact_fast.kernels.attention import attention_backward
-    return attention_backward(grad_out, q, k, v, scale, bias, kv_shared=False)
+    return attention_backward(grad_out, q, k, v, scale, bias, kv_shared=False, need_dq=need_dq)
 
 
 @torch.library.custom_op("fact_fast::sigmoid_attention_kv_triton", mutates_args=())
@@ -229,18 +237,26 @@ def _triton_kv(q: torch.Tensor, kv: torch.Tensor, scale: float, bias: float, res
 
 
 @torch.library.custom_op("fact_fast::sigmoid_attention_kv_triton_backward", mutates_args=())
-def _triton_kv_backward(grad_out: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, scale: float, bias: float
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def _triton_kv_backward(grad_out: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, scale: float, bias: float,
+                        need_dq: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     from fact_fast.kernels.attention import attention_backward
-    dq, _, dkv = attention_backward(grad_out, q, kv, kv, scale, bias, kv_shared=True)
+    dq, _, dkv = attention_backward(grad_out, q, kv, kv, scale, bias, kv_shared=True, need_dq=need_dq)
     return dq, dkv
 
 
+def _dq_fake(q, need_dq):
+    return q.new_empty(q.shape if need_dq else (0,))
+
+
 _triton_attention.register_fake(_attention_fake)
-_triton_attention_backward.register_fake(_attention_backward_fake)
+_triton_attention_backward.register_fake(
+    lambda grad_out, q, k, v, scale, bias, need_dq=True: (_dq_fake(q, need_dq), k.new_empty(k.shape),
+                                                          v.new_empty(v.shape)))
 _triton_kv.register_fake(_kv_fake)
-_triton_kv_backward.register_fake(_kv_backward_fake)
-_triton_attention_bwd, _triton_kv_bwd = _make_autograd(_triton_attention_backward, _triton_kv_backward)
+_triton_kv_backward.register_fake(
+    lambda grad_out, q, kv, scale, bias, need_dq=True: (_dq_fake(q, need_dq), kv.new_empty(kv.shape)))
+_triton_attention_bwd, _triton_kv_bwd = _make_autograd(_triton_attention_backward, _triton_kv_backward,
+                                                       skips_dq=True)
 _triton_attention.register_autograd(_triton_attention_bwd, setup_context=_setup_context)
 _triton_kv.register_autograd(_triton_kv_bwd, setup_context=_setup_context)
 

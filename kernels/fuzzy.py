@@ -1,6 +1,8 @@
 """Triton kernels of the fuzzy family: Gaussian membership fused with FACT's point + set loss.
 
-Forward (``_fuzzy_fwd_kernel``), one program per sample b, classes in tiles of BLOCK_C:
+Forward (``_fuzzy_fwd_kernel``), one program per SAMPLES consecutive samples, classes in tiles of
+BLOCK_C. A program loads each [BLOCK_C, d] tile of s once and uses it for all its samples (a
+[SAMPLES, BLOCK_C, d] tile of e), so s is read B/SAMPLES times instead of B times:
     dist_c = Σ_k (e_bck − s_ck)² (fp32), μ_c = exp(−dist_c/τ), f_c = λ(μ_c − δ);
     point loss = logsumexp([0, f_neg...]) + logsumexp([0, −f_pos...]) with an online max
     (the 0 term starts the running max, so any λ and μ → 0 are stable);
@@ -15,12 +17,17 @@ Backward (``_fuzzy_bwd_kernel``), one program per class c, samples in tiles of B
     to reduction order), G_bc = g_b·∂L_b/∂μ_bc + grad_μ_bc with
         ∂L_b/∂μ_bc = λ·exp(f − lse_neg) + α·A/B²    (y = 0)
                    = −λ·exp(−f − lse_pos) − α/B     (y = 1),
-    de_bc = −2Gμ/τ·(e_bc − s_c), ds_c = −Σ_b de_bc accumulated in registers by the program that
-    owns class c (deterministic, no atomics), dτ = Σ G μ dist / τ² from per-class partials summed
-    in class order by the last program. The upstream gradient g is multiplied in-kernel (one FMA
-    per (b, c)); with an autograd tensor there is no free way to know that it equals 1.
+    de_bc = −2Gμ/τ·(e_bc − s_c), ds_c = −Σ_b de_bc: the program that owns class c adds each
+    [BLOCK_B, d] tile of de into a 2-D register accumulator and reduces it over rows once at the
+    end (no cross-warp reduction per tile; deterministic, no atomics), dτ = Σ G μ dist / τ² from
+    per-class partials summed in class order by the last program. The upstream gradient g is
+    multiplied in-kernel (one FMA per (b, c)); with an autograd tensor there is no free way to
+    know that it equals 1.
 
-Both kernels also serve ``fuzzy_membership`` (COMPUTE_LOSS / HAS_LOSS off).
+The last-program counter is a fresh zeroed int32 per launch (one 4-byte memset): a counter cached
+across calls would be allocated inside a CUDA graph's private pool when first met during capture,
+and a launch that never finished would leave it non-zero, so the next loss and dτ would never be
+written. Both kernels also serve ``fuzzy_membership`` (COMPUTE_LOSS / HAS_LOSS off).
 """
 from __future__ import annotations
 
@@ -28,11 +35,13 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import launch, multiprocessors
+
 # Register tile budget (elements of one [rows, BLOCK_D] tile) and the largest feature size one
 # tile row can hold; beyond it the op falls back to another backend (see ops/fuzzy.py).
 TILE_ELEMENTS = 4096
 MAX_D = 8192  # fact_fast.ops.fuzzy.TRITON_MAX_D mirrors it
-REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
+MAX_SAMPLES = 8  # samples per forward program
 
 
 @triton.jit
@@ -52,62 +61,67 @@ def _take_ticket(counter_ptr):
 @triton.jit
 def _fuzzy_fwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, mu_ptr, stats_ptr, loss_ptr, out_ptr, counter_ptr,
                       B, C, D, alpha, logit_scale, threshold, smooth, out_scale,
-                      COMPUTE_LOSS: tl.constexpr, REDUCE: tl.constexpr,
+                      COMPUTE_LOSS: tl.constexpr, REDUCE: tl.constexpr, SAMPLES: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
+    offs_b = tl.program_id(0).to(tl.int64) * SAMPLES + tl.arange(0, SAMPLES).to(tl.int64)
+    mask_b = offs_b < B
     tau = tl.load(tau_ptr).to(tl.float32)
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    m_neg = 0.0  # running max / scaled sum of exp over {0} ∪ {f_c : y_c = 0}
-    s_neg = 1.0
-    m_pos = 0.0  # the same over {0} ∪ {−f_c : y_c = 1}
-    s_pos = 1.0
-    num = 0.0
-    den = 0.0
+    # Per sample: running max / scaled sum of exp over {0} ∪ {f_c : y_c = 0} (neg) and over
+    # {0} ∪ {−f_c : y_c = 1} (pos), and the Jaccard sums.
+    m_neg = tl.zeros([SAMPLES], dtype=tl.float32)
+    s_neg = tl.full([SAMPLES], 1.0, dtype=tl.float32)
+    m_pos = tl.zeros([SAMPLES], dtype=tl.float32)
+    s_pos = tl.full([SAMPLES], 1.0, dtype=tl.float32)
+    num = tl.zeros([SAMPLES], dtype=tl.float32)
+    den = tl.zeros([SAMPLES], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C).to(tl.int64)
         mask_c = offs_c < C
-        mask = mask_c[:, None] & mask_d[None, :]
-        e = tl.load(e_ptr + (b * C + offs_c)[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-        s = tl.load(s_ptr + offs_c[:, None] * D + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-        diff = e - s
-        dist = tl.sum(diff * diff, axis=1)
+        s = tl.load(s_ptr + offs_c[:, None] * D + offs_d[None, :], mask=mask_c[:, None] & mask_d[None, :],
+                    other=0.0).to(tl.float32)
+        cell = offs_b[:, None] * C + offs_c[None, :]  # [SAMPLES, BLOCK_C] index of (b, c)
+        mask_bc = mask_b[:, None] & mask_c[None, :]
+        e = tl.load(e_ptr + cell[:, :, None] * D + offs_d[None, None, :],
+                    mask=mask_bc[:, :, None] & mask_d[None, None, :], other=0.0).to(tl.float32)
+        diff = e - s[None, :, :]
+        dist = tl.sum(diff * diff, axis=2)
         mu = tl.exp(-dist / tau)
-        tl.store(mu_ptr + b * C + offs_c, mu.to(mu_ptr.dtype.element_ty), mask=mask_c)
+        tl.store(mu_ptr + cell, mu.to(mu_ptr.dtype.element_ty), mask=mask_bc)
         if COMPUTE_LOSS:
-            y = tl.load(y_ptr + b * C + offs_c, mask=mask_c, other=0).to(tl.float32)
+            y = tl.load(y_ptr + cell, mask=mask_bc, other=0).to(tl.float32)
             pos = y > 0.5
             f = logit_scale * (mu - threshold)
-            x_neg = tl.where(mask_c & (~pos), f, float("-inf"))
-            x_pos = tl.where(mask_c & pos, -f, float("-inf"))
-            m_new = tl.maximum(m_neg, tl.max(x_neg, axis=0))
-            s_neg = s_neg * tl.exp(m_neg - m_new) + tl.sum(tl.exp(x_neg - m_new), axis=0)
+            x_neg = tl.where(mask_bc & (~pos), f, float("-inf"))
+            x_pos = tl.where(mask_bc & pos, -f, float("-inf"))
+            m_new = tl.maximum(m_neg, tl.max(x_neg, axis=1))
+            s_neg = s_neg * tl.exp(m_neg - m_new) + tl.sum(tl.exp(x_neg - m_new[:, None]), axis=1)
             m_neg = m_new
-            m_new = tl.maximum(m_pos, tl.max(x_pos, axis=0))
-            s_pos = s_pos * tl.exp(m_pos - m_new) + tl.sum(tl.exp(x_pos - m_new), axis=0)
+            m_new = tl.maximum(m_pos, tl.max(x_pos, axis=1))
+            s_pos = s_pos * tl.exp(m_pos - m_new) + tl.sum(tl.exp(x_pos - m_new[:, None]), axis=1)
             m_pos = m_new
             yb = tl.where(pos, 1.0, 0.0)
-            num += tl.sum(tl.where(mask_c, yb * mu, 0.0), axis=0)
-            den += tl.sum(tl.where(mask_c, yb + (1.0 - yb) * mu, 0.0), axis=0)
+            num += tl.sum(tl.where(mask_bc, yb * mu, 0.0), axis=1)
+            den += tl.sum(tl.where(mask_bc, yb + (1.0 - yb) * mu, 0.0), axis=1)
     if COMPUTE_LOSS:
         lse_neg = m_neg + tl.log(s_neg)
         lse_pos = m_pos + tl.log(s_pos)
         num += smooth
         den += smooth
-        tl.store(stats_ptr + b * 4 + 0, lse_neg)
-        tl.store(stats_ptr + b * 4 + 1, lse_pos)
-        tl.store(stats_ptr + b * 4 + 2, num)
-        tl.store(stats_ptr + b * 4 + 3, den)
-        tl.store(loss_ptr + b, lse_neg + lse_pos + alpha * (1.0 - num / den))
+        tl.store(stats_ptr + offs_b * 4 + 0, lse_neg, mask=mask_b)
+        tl.store(stats_ptr + offs_b * 4 + 1, lse_pos, mask=mask_b)
+        tl.store(stats_ptr + offs_b * 4 + 2, num, mask=mask_b)
+        tl.store(stats_ptr + offs_b * 4 + 3, den, mask=mask_b)
+        tl.store(loss_ptr + offs_b, lse_neg + lse_pos + alpha * (1.0 - num / den), mask=mask_b)
         if REDUCE:
             ticket = _take_ticket(counter_ptr)
-            if ticket == B - 1:
+            if ticket == tl.num_programs(0) - 1:
                 acc = tl.zeros([BLOCK_R], dtype=tl.float32)
                 for r0 in range(0, B, BLOCK_R):
                     offs_r = r0 + tl.arange(0, BLOCK_R)
                     acc += tl.load(loss_ptr + offs_r, mask=offs_r < B, other=0.0, cache_modifier=".cg")
                 tl.store(out_ptr, tl.sum(acc, axis=0) * out_scale)
-                tl.atomic_xchg(counter_ptr, 0)  # leave the shared counter zeroed for the next launch
 
 
 @triton.jit
@@ -120,7 +134,7 @@ def _fuzzy_bwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, stats_ptr, g_ptr, gmu_ptr, d
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     s = tl.load(s_ptr + c * D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    ds_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    de_sum = tl.zeros([BLOCK_B, BLOCK_D], dtype=tl.float32)
     dtau_acc = tl.zeros([BLOCK_B], dtype=tl.float32)
     for b0 in range(0, B, BLOCK_B):
         offs_b = b0 + tl.arange(0, BLOCK_B).to(tl.int64)
@@ -148,12 +162,12 @@ def _fuzzy_bwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, stats_ptr, g_ptr, gmu_ptr, d
         grad = tl.where(mask_b, grad, 0.0)
         gmu = grad * mu
         coef = -2.0 * gmu / tau
-        de = coef[:, None] * diff
+        de = coef[:, None] * diff  # 0 outside the tile's valid rows and columns (diff is)
         tl.store(de_ptr + row, de.to(de_ptr.dtype.element_ty), mask=mask)
-        ds_acc -= tl.sum(de, axis=0)
+        de_sum += de
         # (Gμ·dist/τ)/τ: a vanishing μ zeroes the product before any division can overflow.
         dtau_acc += gmu * dist / tau / tau
-    tl.store(ds_ptr + c * D + offs_d, ds_acc.to(ds_ptr.dtype.element_ty), mask=mask_d)
+    tl.store(ds_ptr + c * D + offs_d, (-tl.sum(de_sum, axis=0)).to(ds_ptr.dtype.element_ty), mask=mask_d)
     tl.store(part_ptr + c, tl.sum(dtau_acc, axis=0))
     ticket = _take_ticket(counter_ptr)
     if ticket == C - 1:
@@ -162,24 +176,6 @@ def _fuzzy_bwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, stats_ptr, g_ptr, gmu_ptr, d
             offs_r = r0 + tl.arange(0, BLOCK_R)
             acc += tl.load(part_ptr + offs_r, mask=offs_r < C, other=0.0, cache_modifier=".cg")
         tl.store(dtau_ptr, tl.sum(acc, axis=0))
-        tl.atomic_xchg(counter_ptr, 0)
-
-
-_counters: dict = {}
-
-
-def _counter(device: torch.device) -> torch.Tensor:
-    """The int32 ticket counter of the last-program reductions, kept at 0 between launches.
-
-    The program that reduces resets it, so no fill kernel runs per call. One per (device,
-    stream): kernels on one stream never overlap, kernels on different streams never share it.
-    """
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    key = (device, stream)
-    buf = _counters.get(key)
-    if buf is None:
-        buf = _counters[key] = torch.zeros(1, dtype=torch.int32, device=device)
-    return buf
 
 
 def _block_d(d: int) -> int:
@@ -191,8 +187,20 @@ def _rows(d: int, n: int) -> int:
     return max(1, min(TILE_ELEMENTS // _block_d(d), triton.next_power_of_2(max(n, 1))))
 
 
-def _num_warps(block_d: int, rows: int) -> int:
-    return 8 if block_d * rows >= 4096 else 4
+def _num_warps(elements: int) -> int:
+    return 8 if elements >= 4096 else 4
+
+
+def _forward_tiles(bsz: int, c: int, d: int, sms: int) -> tuple[int, int]:
+    """(SAMPLES, BLOCK_C) of the forward: share each s tile among as many samples as keep at
+    least two programs per multiprocessor, within the register tile budget."""
+    block_d = _block_d(d)
+    samples = 1
+    while (samples < MAX_SAMPLES and triton.cdiv(bsz, 2 * samples) >= 2 * sms
+           and 2 * samples * block_d <= TILE_ELEMENTS):
+        samples *= 2
+    block_c = max(1, min(TILE_ELEMENTS // (samples * block_d), triton.next_power_of_2(max(c, 1))))
+    return samples, block_c
 
 
 def fuzzy_forward(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None, tau: torch.Tensor, alpha: float,
@@ -213,14 +221,14 @@ def fuzzy_forward(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None, tau:
         out = torch.zeros((), dtype=torch.float32, device=e.device) if reduce else per_sample
         return out, mu, stats
     out = torch.empty((), dtype=torch.float32, device=e.device) if reduce else per_sample
-    counter = _counter(e.device) if reduce else per_sample
+    counter = torch.zeros(1, dtype=torch.int32, device=e.device) if reduce else per_sample
+    samples, block_c = _forward_tiles(bsz, c, d, multiprocessors(e.device))
     block_d = _block_d(d)
-    block_c = _rows(d, c)
-    _fuzzy_fwd_kernel[(bsz,)](
-        e, s, y if compute_loss else e, tau, mu, stats, per_sample, out, counter, bsz, c, d,
-        alpha, logit_scale, threshold, smooth, 1.0 / bsz if reduction == "mean" else 1.0,
-        COMPUTE_LOSS=compute_loss, REDUCE=reduce, BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_R=1024,
-        num_warps=_num_warps(block_d, block_c))
+    launch(_fuzzy_fwd_kernel, (triton.cdiv(bsz, samples),),
+           e, s, y if compute_loss else e, tau, mu, stats, per_sample, out, counter, bsz, c, d,
+           alpha, logit_scale, threshold, smooth, 1.0 / bsz if reduction == "mean" else 1.0,
+           COMPUTE_LOSS=compute_loss, REDUCE=reduce, SAMPLES=samples, BLOCK_C=block_c, BLOCK_D=block_d,
+           BLOCK_R=1024, configs=[({}, _num_warps(samples * block_c * block_d), 3)])
     return out, mu, stats
 
 
@@ -250,12 +258,12 @@ def fuzzy_backward(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None,
     else:
         g_stride, g_scale = 0, 1.0
     partial = torch.empty(c, dtype=torch.float32, device=e.device)
-    counter = _counter(e.device)
+    counter = torch.zeros(1, dtype=torch.int32, device=e.device)
     block_d = _block_d(d)
     block_b = _rows(d, bsz)
-    _fuzzy_bwd_kernel[(c,)](
-        e, s, y if has_loss else e, tau, stats if has_loss else partial, grad_loss if has_loss else partial,
-        grad_mu if has_gmu else partial, de, ds, partial, counter, dtau, bsz, c, d, g_stride, g_scale,
-        alpha, logit_scale, threshold, HAS_LOSS=has_loss, HAS_GMU=has_gmu,
-        BLOCK_B=block_b, BLOCK_D=block_d, BLOCK_R=1024, num_warps=_num_warps(block_d, block_b))
+    launch(_fuzzy_bwd_kernel, (c,),
+           e, s, y if has_loss else e, tau, stats if has_loss else partial, grad_loss if has_loss else partial,
+           grad_mu if has_gmu else partial, de, ds, partial, counter, dtau, bsz, c, d, g_stride, g_scale,
+           alpha, logit_scale, threshold, HAS_LOSS=has_loss, HAS_GMU=has_gmu,
+           BLOCK_B=block_b, BLOCK_D=block_d, BLOCK_R=1024, configs=[({}, _num_warps(block_b * block_d), 3)])
     return de, ds, dtau
