@@ -11,9 +11,10 @@ from .label_graph import (cooccurrence_probabilities, csr_to_dense, dense_to_csr
 from .label_sets import (CXR_LT_CLASS_NAMES, LABEL_SETS, NIH_CLASS_NAMES, ODIR_CLASS_NAMES,
                          RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
 from .synthetic import SyntheticComorbidity
+from .synthetic_benchmark import SyntheticBenchmark
 
 __all__ = [
-    "MultiLabelDataset", "SyntheticComorbidity", "CSVImageDataset", "ChestMNIST", "NIHChestXray14",
+    "MultiLabelDataset", "SyntheticBenchmark", "SyntheticComorbidity", "CSVImageDataset", "ChestMNIST", "NIHChestXray14",
     "DATASETS", "build_dataset", "register_dataset", "SPLITS", "IMAGENET_MEAN", "IMAGENET_STD",
     "label_graph", "cooccurrence_probabilities", "frequency_groups", "dense_to_csr", "csr_to_dense",
     "label_embeddings", "hashed_embeddings", "shipped_label_sets", "EMBEDDING_DIM",

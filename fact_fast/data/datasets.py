@@ -4,7 +4,10 @@ Real datasets are read from the user's disk in their published layouts; nothing 
 downloaded. Images are loaded with PIL, converted to grayscale, resized to
 ``image_size`` x ``image_size`` (bilinear), replicated to 3 channels and ImageNet-normalized.
 
-* ``"synthetic"`` -- :class:`fact_fast.data.synthetic.SyntheticComorbidity` (no root needed).
+* ``"synthetic"`` -- :class:`fact_fast.data.synthetic_benchmark.SyntheticBenchmark`, the default
+  benchmark (no root needed; see ``docs/synthetic.md``).
+* ``"synthetic_motifs"`` -- :class:`fact_fast.data.synthetic.SyntheticComorbidity`, the earlier
+  12-motif set (one fixed-place motif per class; a linear probe on pixels solves it).
 * ``"csv"`` -- an image folder plus a CSV: one image-path column (relative to ``root``) and 0/1
   label columns. Splits from a ``split`` column (train/val/test; "valid"/"validation" accepted)
   or, when there is none, a seeded random partition (``val_fraction``, ``test_fraction``).
@@ -30,6 +33,7 @@ import torch
 from .base import MultiLabelDataset, SPLITS, check_split
 from .label_sets import NIH_CLASS_NAMES
 from .synthetic import SyntheticComorbidity
+from .synthetic_benchmark import SyntheticBenchmark
 
 __all__ = ["DATASETS", "build_dataset", "CSVImageDataset", "ChestMNIST", "NIHChestXray14",
            "read_image_file", "register_dataset"]
@@ -301,7 +305,11 @@ class NIHChestXray14(_FileImageDataset):
         return os.path.join(dirs[0] if dirs else os.path.join(self.root, "images"), name)
 
 
-def _build_synthetic(split, root=None, image_size=64, seed=0, **kw):
+def _build_synthetic(split, root=None, image_size=128, seed=0, **kw):
+    return SyntheticBenchmark(split, image_size=image_size, seed=seed, **kw)
+
+
+def _build_synthetic_motifs(split, root=None, image_size=64, seed=0, **kw):
     return SyntheticComorbidity(split, image_size=image_size, seed=seed, **kw)
 
 
@@ -320,6 +328,7 @@ def _build_nih(split, root=None, image_size=224, seed=0, **kw):
 # name -> builder(split, root=..., image_size=..., seed=..., **kwargs) -> MultiLabelDataset
 DATASETS = {
     "synthetic": _build_synthetic,
+    "synthetic_motifs": _build_synthetic_motifs,
     "csv": _build_csv,
     "chestmnist": _build_chestmnist,
     "nih": _build_nih,
