@@ -82,7 +82,8 @@ ext_modules, cmdclass = _extensions_and_cmdclass()
 
 setup(
     packages=find_packages(include=["fact_fast", "fact_fast.*"]),
-    package_data={"fact_fast": ["data/embeddings/*.npy", "data/embeddings/*.json", "configs/*.yaml"]},
+    package_data={"fact_fast": ["data/embeddings/*.npy", "data/embeddings/*.json", "data/tables/*.json",
+                                "configs/*.yaml"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )
