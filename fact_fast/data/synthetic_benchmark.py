@@ -225,8 +225,10 @@ class _Anatomy:
 
     @classmethod
     def draw(cls, rng):
-        dx, dy = rng.uniform(-0.035, 0.035, 2)
-        s = rng.uniform(0.92, 1.08)
+        # patient size and positioning vary widely, so sizes only mean something relative to
+        # the thorax (cardiothoracic ratio), which no linear function of the pixels measures
+        dx, dy = rng.uniform(-0.04, 0.04, 2)
+        s = rng.uniform(0.86, 1.14)
         return cls(lung_cx=[0.5 - 0.19 * s + dx, 0.5 + 0.19 * s + dx], lung_cy=0.46 + dy,
                    lung_rx=list(0.145 * s * rng.uniform(0.93, 1.07, 2)),
                    lung_ry=list(0.30 * s * rng.uniform(0.93, 1.07, 2)),
@@ -349,7 +351,7 @@ def _atelectasis_wedge(cv, a, rng, k):
 
 
 def _cardiomegaly_enlarged(a, rng, strength):
-    a.heart[2] *= 1 + strength * rng.uniform(0.22, 0.35)
+    a.heart[2] *= 1 + strength * rng.uniform(0.25, 0.40)
     a.heart[3] *= 1 + strength * rng.uniform(0.05, 0.15)
 
 
@@ -733,7 +735,7 @@ class SyntheticBenchmark(MultiLabelDataset):
                 visibility = 0.35 + 0.65 * cv.lungs[layer.rows, layer.cols] if layer.contrast > 0 else 1.0
                 cv.img[layer.rows, layer.cols] += faint * layer.contrast * layer.mask * visibility
         # exposure: per-image window and film grain
-        gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.05, 0.05)
+        gain, offset = rng.uniform(0.75, 1.25), rng.uniform(-0.08, 0.08)
         img = (cv.img - 0.4) * gain + 0.4 + offset
         img += 0.02 * rng.standard_normal(img.shape).astype(np.float32)
         return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
