@@ -30,6 +30,18 @@ def _first(ds, mask):
     return int(idx[0]) if len(idx) else None
 
 
+def _save_gray(plt, fig, path):
+    """Save as an 8-bit grayscale PNG (the figures have no colour; a third of the RGBA size)."""
+    from PIL import Image
+
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    with Image.open(path) as im:
+        gray = im.convert("L")
+    gray.save(path, optimize=True)
+
+
 def forms_figure(plt, ds, path, classes_per_row=2):
     """Per class: each form clear, then each form faint / small / occluded; as the only finding."""
     y = ds.clean_labels == 1
@@ -57,9 +69,7 @@ def forms_figure(plt, ds, path, classes_per_row=2):
                     continue
                 ax.imshow(ds.render_one(i, findings=[c]), cmap="gray", vmin=0, vmax=255)
                 ax.set_title(f"{SHORT.get(name, name)}\n{form.name} ({PRESENTATIONS[pres[i]]})", fontsize=7)
-    fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_gray(plt, fig, path)
 
 
 def samples_figure(plt, ds, path, rows=4, cols=6):
@@ -79,9 +89,7 @@ def samples_figure(plt, ds, path, rows=4, cols=6):
                 line = ""
             line = f"{line} {w}".strip()
         ax.set_title("\n".join(lines + [line]), fontsize=7)
-    fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save_gray(plt, fig, path)
 
 
 def main(argv=None) -> int:
