@@ -32,14 +32,15 @@ metadata and images bitwise identical for a seed, independent of ``num_samples``
 in which samples are rendered and of DataLoader workers; the three splits use disjoint streams.
 The background, the clutter and each class's instance use separate streams, so
 ``render_one(i, findings=...)`` draws the same image with a chosen subset of its findings.
-Images are rendered on first access (about 1.5 ms each at 128 px on one core) and cached in
-memory as uint8 ``[N, S, S]``.
+Images are rendered on first access (about 2-3 ms each at 128 px on one core of the dev machine;
+13 ms with its 2 cores shared by a dozen jobs) and cached in memory as uint8 ``[N, S, S]``.
 """
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -328,7 +329,7 @@ class Form:
     anatomy: bool = False
 
 
-def _c(rng, lo=0.18, hi=0.28):
+def _contrast(rng, lo=0.18, hi=0.28):
     return rng.uniform(lo, hi)
 
 
@@ -340,14 +341,14 @@ def _atelectasis_plate(cv, a, rng, k):
     cx, cy = a.sample_point(rng, _side(rng), (-0.5, 0.5), (0.2, 0.6))
     n = int(rng.integers(2, 4))
     return [stripes(cv, cx, cy, rng.uniform(0.05, 0.08) * k, n, 0.028 * k, 0.011 * k,
-                    rng.uniform(-0.25, 0.25), _c(rng))], (cx, cy)
+                    rng.uniform(-0.25, 0.25), _contrast(rng))], (cx, cy)
 
 
 def _atelectasis_wedge(cv, a, rng, k):
     s = _side(rng)
     cx, cy = a.sample_point(rng, s, (-0.75, -0.45), (0.2, 0.55))
     ang = a.lateral(s) * math.pi / 2 + rng.uniform(-0.3, 0.3)  # vertex towards the lateral wall
-    return [wedge(cv, cx, cy, rng.uniform(0.07, 0.10) * k, ang, _c(rng))], (cx, cy)
+    return [wedge(cv, cx, cy, rng.uniform(0.07, 0.10) * k, ang, _contrast(rng))], (cx, cy)
 
 
 def _cardiomegaly_enlarged(a, rng, strength):
@@ -369,13 +370,13 @@ def _effusion_meniscus(cv, a, rng, k):
     lateral_dist = np.clip(a.lateral(s) * (xx - lcx) / rx + 1.0, 0.0, 2.0)  # 0 medial .. 2 lateral
     surface = top - 0.035 * lateral_dist ** 2  # meniscus: fluid climbs the lateral wall
     mask = _edge(surface - yy, 0.02) * _edge(a.lung_sd(s, yy, xx), cv.aa())
-    return [_Layer(rows, cols, mask, _c(rng, 0.2, 0.3))], (lcx, top + 0.05)
+    return [_Layer(rows, cols, mask, _contrast(rng, 0.2, 0.3))], (lcx, top + 0.05)
 
 
 def _effusion_blunted(cv, a, rng, k):
     s = _side(rng)
     cx, cy = a.sample_point(rng, s, (0.55, 0.75), (0.6, 0.8))
-    return [wedge(cv, cx, cy, rng.uniform(0.05, 0.07) * k, rng.uniform(-0.4, 0.4), _c(rng, 0.2, 0.3))], (cx, cy)
+    return [wedge(cv, cx, cy, rng.uniform(0.05, 0.07) * k, rng.uniform(-0.4, 0.4), _contrast(rng, 0.2, 0.3))], (cx, cy)
 
 
 def _infiltration_patchy(cv, a, rng, k):
@@ -383,25 +384,25 @@ def _infiltration_patchy(cv, a, rng, k):
     spread = rng.uniform(0.05, 0.08) * k
     pts = [(cx + rng.uniform(-spread, spread), cy + rng.uniform(-spread, spread))
            for _ in range(int(rng.integers(4, 9)))]
-    return [blobs(cv, pts, rng.uniform(0.010, 0.016) * k, _c(rng, 0.16, 0.24))], (cx, cy)
+    return [blobs(cv, pts, rng.uniform(0.010, 0.016) * k, _contrast(rng, 0.16, 0.24))], (cx, cy)
 
 
 def _infiltration_reticular(cv, a, rng, k):
     cx, cy = a.sample_point(rng, _side(rng), (-0.5, 0.5), (-0.5, 0.3))
     return [reticular(cv, cx, cy, rng.uniform(0.05, 0.08) * k, rng.uniform(0.05, 0.08) * k,
-                      0.024, 0.007, rng.uniform(0, math.pi), _c(rng))], (cx, cy)
+                      0.024, 0.007, rng.uniform(0, math.pi), _contrast(rng))], (cx, cy)
 
 
 def _mass_round(cv, a, rng, k):
     cx, cy = a.sample_point(rng, _side(rng), (-0.5, 0.5), (-0.6, 0.5))
     r = rng.uniform(0.055, 0.08) * k
-    return [disc(cv, cx, cy, r, _c(rng), soft=0.2 * r)], (cx, cy)
+    return [disc(cv, cx, cy, r, _contrast(rng), soft=0.2 * r)], (cx, cy)
 
 
 def _mass_lobulated(cv, a, rng, k):
     cx, cy = a.sample_point(rng, _side(rng), (-0.5, 0.5), (-0.6, 0.5))
     layers = []
-    c = _c(rng)
+    c = _contrast(rng)
     for _ in range(int(rng.integers(3, 5))):
         r = rng.uniform(0.028, 0.045) * k
         layers.append(disc(cv, cx + rng.uniform(-0.04, 0.04) * k, cy + rng.uniform(-0.04, 0.04) * k, r,
@@ -412,19 +413,19 @@ def _mass_lobulated(cv, a, rng, k):
 def _nodule_solid(cv, a, rng, k):
     cx, cy = a.sample_point(rng, _side(rng), (-0.85, 0.85), (-0.85, 0.7))
     r = rng.uniform(0.018, 0.03) * k
-    return [disc(cv, cx, cy, r, _c(rng, 0.22, 0.32), soft=0.3 * r)], (cx, cy)
+    return [disc(cv, cx, cy, r, _contrast(rng, 0.22, 0.32), soft=0.3 * r)], (cx, cy)
 
 
 def _nodule_rim(cv, a, rng, k):
     cx, cy = a.sample_point(rng, _side(rng), (-0.85, 0.85), (-0.85, 0.7))
-    return [ring(cv, cx, cy, rng.uniform(0.02, 0.03) * k, 0.008, _c(rng, 0.24, 0.34))], (cx, cy)
+    return [ring(cv, cx, cy, rng.uniform(0.02, 0.03) * k, 0.008, _contrast(rng, 0.24, 0.34))], (cx, cy)
 
 
 def _pneumonia_lobar(cv, a, rng, k):
     s = _side(rng)
     cx, cy = a.sample_point(rng, s, (-0.3, 0.4), (0.0, 0.5))
     rx, ry = rng.uniform(0.07, 0.10) * k, rng.uniform(0.06, 0.09) * k
-    layers = [ellipse(cv, cx, cy, rx, ry, rng.uniform(-0.5, 0.5), _c(rng, 0.22, 0.3), soft=0.3 * min(rx, ry))]
+    layers = [ellipse(cv, cx, cy, rx, ry, rng.uniform(-0.5, 0.5), _contrast(rng, 0.22, 0.3), soft=0.3 * min(rx, ry))]
     # air bronchograms: dark branching tubes inside the opacity
     for _ in range(int(rng.integers(2, 4))):
         ang = rng.uniform(0, 2 * math.pi)
@@ -439,7 +440,7 @@ def _pneumonia_patchy(cv, a, rng, k):
     spread = 0.05 * k
     pts = [(cx + rng.uniform(-spread, spread), cy + rng.uniform(-spread, spread))
            for _ in range(int(rng.integers(7, 12)))]
-    return [blobs(cv, pts, rng.uniform(0.018, 0.026) * k, _c(rng, 0.24, 0.32))], (cx, cy)
+    return [blobs(cv, pts, rng.uniform(0.018, 0.026) * k, _contrast(rng, 0.24, 0.32))], (cx, cy)
 
 
 def _pneumothorax(cv, a, rng, k, where):
@@ -461,25 +462,25 @@ def _pneumothorax(cv, a, rng, k, where):
     k_mask = keep(yy, xx)
     lucent = lung * _edge(-inner_sd, cv.aa()) * k_mask
     line = lung * _edge(np.abs(inner_sd) - 0.004, cv.aa()) * k_mask
-    return [_Layer(rows, cols, lucent, -_c(rng, 0.10, 0.14)), _Layer(rows, cols, line, _c(rng, 0.2, 0.3))], centre
+    return [_Layer(rows, cols, lucent, -_contrast(rng, 0.10, 0.14)), _Layer(rows, cols, line, _contrast(rng, 0.2, 0.3))], centre
 
 
 def _consolidation_patch(cv, a, rng, k):
     cx, cy = a.sample_point(rng, _side(rng), (-0.5, 0.5), (-0.5, 0.5))
     rx, ry = rng.uniform(0.06, 0.09) * k, rng.uniform(0.05, 0.08) * k
-    return [ellipse(cv, cx, cy, rx, ry, rng.uniform(-0.5, 0.5), _c(rng, 0.24, 0.32), soft=0.15 * min(rx, ry))], (cx, cy)
+    return [ellipse(cv, cx, cy, rx, ry, rng.uniform(-0.5, 0.5), _contrast(rng, 0.24, 0.32), soft=0.15 * min(rx, ry))], (cx, cy)
 
 
 def _consolidation_wedge(cv, a, rng, k):
     s = _side(rng)
     cx, cy = a.sample_point(rng, s, (0.4, 0.65), (-0.3, 0.3))
     ang = -a.lateral(s) * math.pi / 2 + rng.uniform(-0.3, 0.3)  # vertex towards the hilum
-    return [wedge(cv, cx, cy, rng.uniform(0.07, 0.10) * k, ang, _c(rng, 0.22, 0.3))], (cx, cy)
+    return [wedge(cv, cx, cy, rng.uniform(0.07, 0.10) * k, ang, _contrast(rng, 0.22, 0.3))], (cx, cy)
 
 
 def _edema_batwing(cv, a, rng, k):
     v = rng.uniform(-0.1, 0.2)
-    layers, c = [], _c(rng, 0.16, 0.24)
+    layers, c = [], _contrast(rng, 0.16, 0.24)
     for s in (0, 1):  # bilateral, mirrored around the hila
         cx, cy = a.point(s, -0.5, v)
         layers.append(ellipse(cv, cx, cy, 0.055 * k, 0.085 * k, a.lateral(s) * 0.3, c, soft=0.04 * k))
@@ -488,7 +489,7 @@ def _edema_batwing(cv, a, rng, k):
 
 def _edema_kerley(cv, a, rng, k):
     v = rng.uniform(0.3, 0.6)
-    layers, c = [], _c(rng, 0.24, 0.34)
+    layers, c = [], _contrast(rng, 0.24, 0.34)
     n = int(rng.integers(3, 6))
     for s in (0, 1):  # short horizontal lines at both lateral lung bases
         cx, cy = a.point(s, 0.78, v)
@@ -511,13 +512,13 @@ def _emphysema_bullae(cv, a, rng, k):
     for _ in range(int(rng.integers(1, 4))):
         cx, cy = cx0 + rng.uniform(-0.04, 0.04), cy0 + rng.uniform(-0.04, 0.04)
         r = rng.uniform(0.035, 0.055) * k
-        layers += [disc(cv, cx, cy, r, -0.10), ring(cv, cx, cy, r, 0.006, _c(rng, 0.2, 0.28))]
+        layers += [disc(cv, cx, cy, r, -0.10), ring(cv, cx, cy, r, 0.006, _contrast(rng, 0.2, 0.28))]
     return layers, (cx0, cy0)
 
 
 def _fibrosis_reticular(cv, a, rng, k):
     v = rng.uniform(0.3, 0.6)
-    layers, c = [], _c(rng, 0.22, 0.3)
+    layers, c = [], _contrast(rng, 0.22, 0.3)
     for s in (0, 1):  # bilateral, basal
         cx, cy = a.point(s, rng.uniform(0.0, 0.4), v)
         layers.append(reticular(cv, cx, cy, 0.07 * k, 0.05 * k, 0.018, 0.007, rng.uniform(0, math.pi), c))
@@ -526,7 +527,7 @@ def _fibrosis_reticular(cv, a, rng, k):
 
 def _fibrosis_honeycomb(cv, a, rng, k):
     cx, cy = a.sample_point(rng, _side(rng), (0.3, 0.7), (0.3, 0.7))
-    c = _c(rng, 0.24, 0.34)
+    c = _contrast(rng, 0.24, 0.34)
     layers = [ring(cv, cx + rng.uniform(-0.04, 0.04) * k, cy + rng.uniform(-0.04, 0.04) * k,
                    rng.uniform(0.010, 0.015) * k, 0.005, c) for _ in range(int(rng.integers(4, 9)))]
     return layers, (cx, cy)
@@ -546,14 +547,14 @@ def _pleural_band(cv, a, rng, k, where):
         v0 = rng.uniform(-0.4, 0.2)
         keep = _edge(np.abs((yy - lcy) / ry - v0) - 0.35 * k, 0.03) * _edge(a.lateral(s) * (lcx - xx), 0.02)
         centre = (lcx + a.lateral(s) * rx, lcy + v0 * ry)
-    return [_Layer(rows, cols, band * keep, _c(rng, 0.24, 0.32))], centre
+    return [_Layer(rows, cols, band * keep, _contrast(rng, 0.24, 0.32))], centre
 
 
 def _hernia_gas(cv, a, rng, k):
     hx, hy, hrx, hry = a.heart
     cx, cy = hx + rng.uniform(-0.4, 0.4) * hrx, hy + rng.uniform(-0.1, 0.4) * hry
     r = rng.uniform(0.04, 0.055) * k
-    return [disc(cv, cx, cy, r, -_c(rng, 0.12, 0.18)), ring(cv, cx, cy, r, 0.008, _c(rng, 0.14, 0.2))], (cx, cy)
+    return [disc(cv, cx, cy, r, -_contrast(rng, 0.12, 0.18)), ring(cv, cx, cy, r, 0.008, _contrast(rng, 0.14, 0.2))], (cx, cy)
 
 
 def _hernia_fluid_level(cv, a, rng, k):
@@ -563,8 +564,8 @@ def _hernia_fluid_level(cv, a, rng, k):
     rows, cols, yy, xx = cv.local(cx - r, cx + r, cy - r, cy + r)
     inside = _edge(np.hypot(xx - cx, yy - cy) - r, cv.aa())
     gas = inside * _edge(yy - cy, cv.aa())  # upper half dark, lower half fluid
-    return [_Layer(rows, cols, gas, -_c(rng, 0.12, 0.18)),
-            polyline(cv, [(cx - r, cy), (cx + r, cy)], 0.007, _c(rng, 0.2, 0.28))], (cx, cy)
+    return [_Layer(rows, cols, gas, -_contrast(rng, 0.12, 0.18)),
+            polyline(cv, [(cx - r, cy), (cx + r, cy)], 0.007, _contrast(rng, 0.2, 0.28))], (cx, cy)
 
 
 FORMS: dict[str, tuple[Form, ...]] = {
@@ -582,10 +583,8 @@ FORMS: dict[str, tuple[Form, ...]] = {
                Form("calcified rim", ("ring",), "anywhere in the lungs", _nodule_rim)),
     "Pneumonia": (Form("lobar with air bronchograms", ("ellipse", "line"), "mid/lower lung", _pneumonia_lobar),
                   Form("dense patchy", ("blobs",), "lower lung", _pneumonia_patchy)),
-    "Pneumothorax": (Form("apical", ("lucency", "arc"), "lung apex",
-                          lambda cv, a, rng, k: _pneumothorax(cv, a, rng, k, "apical")),
-                     Form("lateral", ("lucency", "arc"), "lateral lung",
-                          lambda cv, a, rng, k: _pneumothorax(cv, a, rng, k, "lateral"))),
+    "Pneumothorax": (Form("apical", ("lucency", "arc"), "lung apex", partial(_pneumothorax, where="apical")),
+                     Form("lateral", ("lucency", "arc"), "lateral lung", partial(_pneumothorax, where="lateral"))),
     "Consolidation": (Form("dense patch", ("ellipse",), "lungs", _consolidation_patch),
                       Form("peripheral wedge", ("wedge",), "lateral mid lung", _consolidation_wedge)),
     "Edema": (Form("bat wing", ("ellipse",), "both perihilar regions", _edema_batwing),
@@ -594,15 +593,12 @@ FORMS: dict[str, tuple[Form, ...]] = {
                   Form("bullae", ("ring", "lucency"), "upper lung", _emphysema_bullae)),
     "Fibrosis": (Form("basal reticular", ("reticular",), "both lung bases", _fibrosis_reticular),
                  Form("honeycomb", ("ring",), "lower lateral lung", _fibrosis_honeycomb)),
-    "Pleural_Thickening": (Form("lateral band", ("arc",), "lateral lung wall",
-                                lambda cv, a, rng, k: _pleural_band(cv, a, rng, k, "lateral")),
-                           Form("apical cap", ("arc",), "lung apex",
-                                lambda cv, a, rng, k: _pleural_band(cv, a, rng, k, "apical"))),
+    "Pleural_Thickening": (Form("lateral band", ("arc",), "lateral lung wall", partial(_pleural_band, where="lateral")),
+                           Form("apical cap", ("arc",), "lung apex", partial(_pleural_band, where="apical"))),
     "Hernia": (Form("retrocardiac gas", ("disc", "lucency", "ring"), "behind the heart", _hernia_gas),
                Form("air-fluid level", ("lucency", "line"), "behind the heart", _hernia_fluid_level)),
 }
 _FORM_LIST = [FORMS[n] for n in NIH_CLASS_NAMES]
-MAX_FORMS = max(len(f) for f in _FORM_LIST)
 
 
 def _occlude(layer, cv, centre, angle, offset):
