@@ -1,4 +1,5 @@
-"""Tests of fact_fast.data: synthetic dataset, registry, embeddings (readers: test_data_readers.py and
+"""Tests of fact_fast.data: the synthetic motif dataset ("synthetic_motifs"), the registry, embeddings
+(the default synthetic benchmark: test_synthetic_benchmark.py; readers: test_data_readers.py and
 test_data_<dataset>.py; cache: test_data_cache.py; transforms: test_transforms.py; label graph:
 test_label_graph.py)."""
 import json
@@ -25,9 +26,9 @@ def big_train():
 
 
 def test_synthetic_defaults_and_interface():
-    ds = build_dataset("synthetic", "val", num_samples=16)
+    ds = build_dataset("synthetic_motifs", "val", num_samples=16)
     assert isinstance(ds, MultiLabelDataset)
-    assert ds.name == "synthetic" and len(ds) == 16
+    assert ds.name == "synthetic_motifs" and len(ds) == 16
     assert ds.class_names == list(SYNTHETIC_CLASS_NAMES) and len(ds.class_names) == 12
     assert SyntheticComorbidity.class_names == SYNTHETIC_CLASS_NAMES
     assert ds.labels.dtype == np.float32 and ds.labels.shape == (16, 12)
@@ -143,7 +144,7 @@ def test_synthetic_motifs_are_visible():
 
 # ----------------------------------------------------------------------------- registry
 def test_build_dataset_errors():
-    assert set(DATASETS) >= {"synthetic", "csv", "chestmnist", "nih"}
+    assert set(DATASETS) >= {"synthetic", "synthetic_motifs", "csv", "chestmnist", "nih"}
     with pytest.raises(ValueError, match=r"name.*synthetic"):
         build_dataset("imagenet", "train")
     with pytest.raises(ValueError, match=r"split.*train"):
@@ -165,7 +166,7 @@ def test_shipped_embeddings_are_real_and_normalized():
 
 
 def test_label_embeddings_lookup():
-    e = label_embeddings(SYNTHETIC_CLASS_NAMES, dataset="synthetic")
+    e = label_embeddings(SYNTHETIC_CLASS_NAMES, dataset="synthetic_motifs")
     assert e.shape == (12, 384) and e.dtype == torch.float32
     nih = label_embeddings(NIH_CLASS_NAMES, dataset="nih")
     assert nih.shape == (14, 384)

@@ -13,13 +13,14 @@ from .label_graph import (DEFAULT_GRAPH, GRAPH_METHODS, CooccurrenceCounts, Labe
 from .label_sets import (CHEXPERT_CLASS_NAMES, CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, LABEL_SETS,
                          NIH_CLASS_NAMES, ODIR_CLASS_NAMES, RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
 from .synthetic import SyntheticComorbidity
+from .synthetic_benchmark import SyntheticBenchmark
 from .transforms import ImagePipeline
 from .odir import ODIR5K
 from .cxr_lt import CXRLT
 from .rsna_ihd import RSNAIHD
 
 __all__ = [
-    "MultiLabelDataset", "MultiViewDataset", "collate", "ImagePipeline", "SyntheticComorbidity",
+    "MultiLabelDataset", "MultiViewDataset", "collate", "ImagePipeline", "SyntheticBenchmark", "SyntheticComorbidity",
     "CSVImageDataset", "ChestMNIST", "NIHChestXray14", "CheXpert", "ODIR5K", "CXRLT", "RSNAIHD",
     "DATASETS", "build_dataset", "register_dataset", "read_image_file", "attach_cache", "ImageCache",
     "SPLITS", "IMAGENET_MEAN", "IMAGENET_STD",

@@ -3,7 +3,10 @@
 Real datasets are read from the user's disk in their published layouts (nothing is ever
 downloaded) by the readers in :mod:`fact_fast.data.readers`:
 
-* ``"synthetic"`` -- :class:`fact_fast.data.synthetic.SyntheticComorbidity` (no root needed).
+* ``"synthetic"`` -- :class:`fact_fast.data.synthetic_benchmark.SyntheticBenchmark`, the default
+  benchmark (no root needed; see ``docs/synthetic.md``).
+* ``"synthetic_motifs"`` -- :class:`fact_fast.data.synthetic.SyntheticComorbidity`, the earlier
+  12-motif set (one fixed-place motif per class; a linear probe on pixels solves it).
 * ``"csv"`` -- :class:`~fact_fast.data.readers.CSVImageDataset`: an image folder plus a CSV of
   0/1 (blank = unknown) label columns.
 * ``"chestmnist"`` -- :class:`~fact_fast.data.readers.ChestMNIST`: MedMNIST ``.npz``.
@@ -19,12 +22,17 @@ from __future__ import annotations
 from .base import MultiLabelDataset, SPLITS
 from .readers import ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, read_image_file
 from .synthetic import SyntheticComorbidity
+from .synthetic_benchmark import SyntheticBenchmark
 
 __all__ = ["DATASETS", "build_dataset", "CSVImageDataset", "ChestMNIST", "CheXpert", "NIHChestXray14",
            "read_image_file", "register_dataset"]
 
 
-def _build_synthetic(split, root=None, image_size=64, seed=0, **kw):
+def _build_synthetic(split, root=None, image_size=128, seed=0, **kw):
+    return SyntheticBenchmark(split, image_size=image_size, seed=seed, **kw)
+
+
+def _build_synthetic_motifs(split, root=None, image_size=64, seed=0, **kw):
     return SyntheticComorbidity(split, image_size=image_size, seed=seed, **kw)
 
 
@@ -56,6 +64,7 @@ def _reader(module: str, builder: str):
 # name -> builder(split, root=..., image_size=..., seed=..., **kwargs) -> MultiLabelDataset
 DATASETS = {
     "synthetic": _build_synthetic,
+    "synthetic_motifs": _build_synthetic_motifs,
     "csv": _build_csv,
     "chestmnist": _build_chestmnist,
     "nih": _build_nih,

@@ -4,7 +4,8 @@ Pure Python, no imports: ``scripts/make_label_embeddings.py`` loads this file on
 to compute the shipped text embeddings.
 """
 
-# The synthetic comorbidity dataset (fact_fast.data.synthetic). The names are disease-like so
+# The earlier synthetic motif dataset (fact_fast.data.synthetic, "synthetic_motifs"; the default
+# synthetic benchmark uses NIH_CLASS_NAMES). The names are disease-like so
 # that text embeddings are meaningful, but the classes are synthetic visual motifs, ordered
 # from most to least frequent.
 SYNTHETIC_CLASS_NAMES = [
@@ -170,7 +171,8 @@ LABEL_SETS = {
 
 # dataset names (as users type them) -> label set name
 DATASET_TO_LABEL_SET = {
-    "synthetic": "synthetic",
+    "synthetic": "nih14",
+    "synthetic_motifs": "synthetic",
     "nih": "nih14",
     "nih14": "nih14",
     "chestx-ray14": "nih14",

@@ -1,4 +1,9 @@
-"""The bundled synthetic comorbidity dataset.
+"""The earlier synthetic comorbidity dataset, registered as ``"synthetic_motifs"``.
+
+Superseded as the default by :mod:`fact_fast.data.synthetic_benchmark` (``"synthetic"``): here
+each class is one always-visible motif in a fixed place and a linear probe on 32 x 32 pixels
+reaches test mAP 94.4 +- 0.7 over 3 seeds (``benchmarks/linear_probe.py``). Kept for tests and
+as an easy sanity set.
 
 Procedurally generated grayscale "X-ray-like" images (two darker lung fields, smooth
 low-frequency noise and grain) on which each class is a **visual motif** with its own typical
@@ -280,7 +285,7 @@ class SyntheticComorbidity(MultiLabelDataset):
         if not 0.0 <= empty_fraction < 1.0:
             raise ValueError(f"empty_fraction must be in [0, 1), got {empty_fraction}")
         C = int(num_classes)
-        self.name = "synthetic"
+        self.name = "synthetic_motifs"
         self.num_samples = int(num_samples)
         self.image_size = int(image_size)
         self.seed = int(seed)
