@@ -63,7 +63,7 @@ class TrainConfig:
     pretrained: bool | None = _opt(None, "load ImageNet weights for the backbone from the local timm/HF cache "
                                          "or --pretrained-file (never downloaded by fact_fast)")
     pretrained_file: str | None = _opt(None, "backbone weights file (.safetensors/.pth) for --pretrained", metavar="FILE")
-    out_index: int | None = _opt(None, "FACT: which backbone stage feeds the projection (-1: last)")
+    out_index: int | None = _opt(None, "which backbone stage's feature map the head sees (-1: the last)")
     dim: int | None = _opt(None, "FACT: the width d")
     codebook_size: int | None = _opt(None, "FACT: the codebook size K")
     gcn_hidden: int | None = _opt(None, "FACT: the GCN hidden width")

@@ -14,16 +14,21 @@ class TrunkConfig:
     paper compares on ResNet-50, hence the default). ``pretrained``: ImageNet weights from the
     local timm/Hugging Face cache (never downloaded by fact_fast); ``pretrained_file``: those
     weights from a file (implies ``pretrained``). ``--backbone test_resnet`` gives timm's tiny
-    CPU trunk for smoke tests and the CPU benchmark."""
+    CPU trunk for smoke tests and the CPU benchmark. ``out_index``: which stage's feature map the
+    head sees (-1: the last; the bundled benchmark uses ``test_resnet``'s stride-16 stage 3, like
+    ``fact_tiny``)."""
 
     backbone: str = "resnet50"
     pretrained: bool = False
     pretrained_file: str | None = None
+    out_index: int = -1
 
 
 def build_backbone(cfg: TrunkConfig) -> Backbone:
-    """The last-stage feature map of ``cfg.backbone`` (``[B, D, H/32, W/32]`` for ResNets)."""
-    return Backbone(cfg.backbone, pretrained=cfg.pretrained, out_index=-1, pretrained_file=cfg.pretrained_file)
+    """The feature map of stage ``cfg.out_index`` of ``cfg.backbone`` (the last by default:
+    ``[B, D, H/32, W/32]`` for ResNets)."""
+    return Backbone(cfg.backbone, pretrained=cfg.pretrained, out_index=cfg.out_index,
+                    pretrained_file=cfg.pretrained_file)
 
 
 def check_number(cfg, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
