@@ -234,7 +234,7 @@ def test_concurrent_processes_build_once(tmp_path):
 
 
 def test_uncacheable_datasets_and_bad_arguments(tmp_path):
-    syn = build_dataset("synthetic", "val", num_samples=4, image_size=16)
+    syn = build_dataset("synthetic_motifs", "val", num_samples=4, image_size=16)
     assert attach_cache(syn, tmp_path / "c") is None and syn.__dict__.get("_image_cache") is None
     _folder(tmp_path)
     ds = _csv(tmp_path)

@@ -29,7 +29,7 @@ from fact_fast.metrics import choose_thresholds, compute_metrics
 from fact_fast.models import ModelOutput, MultiLabelModel, TaskInfo, create_model, register_model
 from fact_fast.utils.checkpoint import load_checkpoint
 
-TINY = ["--image-size", "64", "--dataset-kwargs", "num_samples=64", "--batch-size", "16", "--no-progress",
+TINY = ["--dataset", "synthetic_motifs", "--image-size", "64", "--dataset-kwargs", "num_samples=64", "--batch-size", "16", "--no-progress",
         "--threads", "1", "--warmup-epochs", "0.5"]
 
 
