@@ -261,3 +261,21 @@ def test_fact_param_groups_split_codebook_tau_and_backbone():
     assert len(ids) == len(set(ids)) == sum(1 for p in model.parameters() if p.requires_grad)
     named = dict(model.named_parameters())
     assert id(named["interface.queries"]) in {id(p) for p in groups["head_no_decay"]["params"]}
+
+
+def test_embedding_norm_l2_bounds_the_distances():
+    """embedding_norm="l2": E and S on the unit sphere, so ‖e − s‖² ≤ 4 and μ ≥ exp(−4/τ) however the
+    features scale (the collapse mode of the unnormalised kernel: μ → 0 for every class)."""
+    model = tiny(embedding_norm="l2")
+    x, y = batch()
+    model.initialize(x * 50)  # huge features
+    out = model(x * 50)
+    e, s = out.extras["embeddings"], out.extras["anchors"]
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(e.shape[:2]))
+    torch.testing.assert_close(s.norm(dim=-1), torch.ones(s.shape[0]))
+    tau = float(out.extras["tau"].detach())
+    assert float(out.scores.min()) >= math.exp(-4.0 / tau) - 1e-6
+    model.loss(out, y)["total"].backward()
+    assert model.proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="embedding_norm"):
+        tiny(embedding_norm="layer")

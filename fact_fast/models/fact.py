@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fact_fast import ops
@@ -16,7 +17,9 @@ from fact_fast.nn.membership import KERNELS
 
 from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
 
-__all__ = ["FACTConfig", "FACT"]
+__all__ = ["FACTConfig", "FACT", "EMBEDDING_NORMS"]
+
+EMBEDDING_NORMS = ("none", "l2")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class FACTConfig:
     membership: str = "gaussian"
     loss: str = "fuzzy"
     interface_bias: str = "zero"
+    embedding_norm: str = "none"   # "l2": E and S on the unit sphere before the membership (bounded distances)
     vq_data_init: bool = True
     vq_restart_every: int = 0      # re-seed dead codes every N training steps (0: never)
     init_tau: float | None = None  # None: from the first batch (see FuzzyMembership)
@@ -58,6 +62,8 @@ class FACTConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.interface_bias not in BIASES:
             raise ValueError(f"interface_bias must be one of {BIASES}, got {self.interface_bias!r}")
+        if self.embedding_norm not in EMBEDDING_NORMS:
+            raise ValueError(f"embedding_norm must be one of {EMBEDDING_NORMS}, got {self.embedding_norm!r}")
         for name in ("dim", "codebook_size", "gcn_hidden"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -147,6 +153,9 @@ class FACT(MultiLabelModel):
         s = self.anchors()
         with stage("interface"):
             e = self.interface(v)
+        if self.config.embedding_norm == "l2":
+            # ‖e − s‖² ∈ [0, 4]: the kernel cannot be saturated by the embeddings' scale alone
+            e, s = F.normalize(e, dim=-1), F.normalize(s, dim=-1)
         with stage("membership"):
             mu = self.membership(e, s)
         return ModelOutput(mu, None, {"embeddings": e, "anchors": s, "tau": self.membership.tau,
