@@ -19,27 +19,18 @@ from fact_fast.models import (MLGCN, MLGCNExperts, ModelOutput, PooledLinearClas
                               get_model_config, list_models, model_from_spec, model_spec)
 from fact_fast.nn import (Backbone, MultiHeadAttention, TransformerEncoderLayer, global_pool, split_last_stage)
 from fact_fast.utils.checkpoint import load_checkpoint
+from model_utils import ring_task as shared_ring_task, single_thread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINES = ("resnet50_bce", "resnet50_asl", "resnet50_focal", "mlgcn", "mlgcn_experts")
 C = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one intra-op thread is ~10x faster than two on a loaded 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 
 def ring_task(n=C, emb_dim=16, value=None, add_self_loops=True):
-    rowptr = torch.arange(n + 1) * 2
-    col = torch.stack([(torch.arange(n) + 1) % n, (torch.arange(n) - 1) % n], 1).flatten()
-    g = torch.Generator().manual_seed(7)
-    return TaskInfo([f"c{i}" for i in range(n)], torch.randn(n, emb_dim, generator=g),
-                    {"rowptr": rowptr, "col": col, "value": value, "add_self_loops": add_self_loops})
+    return shared_ring_task(n, emb_dim, value, add_self_loops, prevalence=None, seed=7)
 
 
 def tiny(name, task=None, **over):

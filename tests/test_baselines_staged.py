@@ -25,6 +25,7 @@ from fact_fast.models.proto_contrast import label_prior_bias
 from fact_fast.nn import (MLDecoder, MultiHeadAttention, bce_loss, generalized_cross_entropy_loss,
                           sinusoidal_position_2d)
 from fact_fast.utils.checkpoint import load_checkpoint
+from model_utils import ring_task as shared_ring_task, single_thread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("ldr", "chexfusion", "proto_contrast")
@@ -35,22 +36,12 @@ SMALL = {"ldr": {"ff_dim": 64},
          "proto_contrast": {"dim": 32, "ff_dim": 64}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one intra-op thread is ~10x faster than two on a loaded 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 
 def ring_task(n=C, emb_dim=16, value=None, add_self_loops=True):
-    rowptr = torch.arange(n + 1) * 2
-    col = torch.stack([(torch.arange(n) + 1) % n, (torch.arange(n) - 1) % n], 1).flatten()
-    g = torch.Generator().manual_seed(7)
-    return TaskInfo([f"c{i}" for i in range(n)], torch.randn(n, emb_dim, generator=g),
-                    {"rowptr": rowptr, "col": col, "value": value, "add_self_loops": add_self_loops},
-                    prevalence=torch.linspace(0.05, 0.6, n, dtype=torch.float64))
+    return shared_ring_task(n, emb_dim, value, add_self_loops,
+                            prevalence=torch.linspace(0.05, 0.6, n, dtype=torch.float64), seed=7)
 
 
 def tiny(name, task=None, **over):

@@ -13,14 +13,10 @@ import torch.nn.functional as F
 from fact_fast.nn import (CLASSIFICATION_LOSSES, asymmetric_loss, bce_loss, focal_loss, generalized_cross_entropy_loss,
                           multilabel_soft_margin_loss, prototype_contrastive_loss, ride_diversity_loss,
                           weighted_asymmetric_loss)
+from model_utils import single_thread
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = pytest.fixture(autouse=True, scope="module")(single_thread)
 
 
 # hand-made logits: saturated, around the ASL clip point (σ(z) = 0.05 at z ≈ -2.944), zero, odd values

@@ -9,19 +9,9 @@ from fact_fast import ops
 from fact_fast.models import (FACT, FACTConfig, ModelOutput, TaskInfo, create_model, get_model_config, list_models,
                               model_from_spec, model_spec)
 from fact_fast.nn import FuzzyMembership, LabelGCN, SemanticInterface, VectorQuantizer
+from model_utils import ring_graph, ring_task
 
 C = 5
-
-
-def ring_graph(n):
-    rowptr = torch.arange(n + 1) * 2
-    col = torch.stack([(torch.arange(n) + 1) % n, (torch.arange(n) - 1) % n], 1).flatten()
-    return rowptr, col
-
-
-def ring_task(n, emb_dim=24):
-    rowptr, col = ring_graph(n)
-    return TaskInfo([f"c{i}" for i in range(n)], torch.randn(n, emb_dim), {"rowptr": rowptr, "col": col})
 
 
 def tiny(**over):
