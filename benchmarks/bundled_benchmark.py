@@ -4,7 +4,7 @@ dataset, then tabulated with ``python -m fact_fast.compare``.
 
 Every run uses the default recipe (20 epochs at 64 px, the val split picks the checkpoint, the test
 split is reported) and the same trunk as ``fact_tiny`` (timm ``test_resnet``, stage 3, stride 16,
-16 feature positions). Rows whose ``summary.json`` already exists are skipped, so an interrupted
+16 feature positions), except ``mlgcn_experts``, whose experts split the trunk's last stage. Rows whose ``summary.json`` already exists are skipped, so an interrupted
 batch resumes where it stopped::
 
     python -m benchmarks.bundled_benchmark                       # every row, seeds 0 1 2, 2 jobs
@@ -42,8 +42,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "asl": ("CNN + asymmetric loss", ["--model", "resnet50_asl", *TRUNK]),
     "focal": ("CNN + focal loss", ["--model", "resnet50_focal", *TRUNK]),
     "mlgcn": ("ML-GCN (reweighted graph)", ["--model", "mlgcn", "--graph", "reweighted", *TRUNK]),
-    "mlgcn_experts": ("ML-GCN with experts (cycle sampler)",
-                      ["--model", "mlgcn_experts", "--sampler", "cycle", *TRUNK]),
+    # the experts split the trunk's last stage, so this row's trunk runs to stage 4 (stride 32)
+    "mlgcn_experts": ("ML-GCN with experts (cycle sampler; test_resnet to its last stage)",
+                      ["--model", "mlgcn_experts", "--sampler", "cycle", "--backbone", "test_resnet"]),
     "ldr": ("LDR", ["--model", "ldr", *TRUNK]),
     "chexfusion": ("CheXFusion", ["--model", "chexfusion", *TRUNK]),
     "proto_contrast": ("prototype contrastive learning", ["--model", "proto_contrast", *TRUNK]),

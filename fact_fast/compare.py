@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -76,6 +77,15 @@ def _model_cost(run_dir: str) -> tuple[int | None, float | None]:
     return params, fc.get_total_flops() / 2
 
 
+def _run_name(run_dir: str) -> str:
+    """The folder's name; ``<parent>/seed<k>`` for one seed of a ``--seeds`` run."""
+    path = os.path.normpath(run_dir)
+    name = os.path.basename(path)
+    if re.fullmatch(r"seed\d+", name):
+        name = f"{os.path.basename(os.path.dirname(os.path.abspath(path)))}/{name}"
+    return name
+
+
 def collect_run(run_dir: str, with_cost: bool = True) -> dict:
     """Test metrics of every seed of ``run_dir`` plus its model name, size, cost and train time."""
     dirs = _seed_dirs(run_dir)
@@ -83,17 +93,18 @@ def collect_run(run_dir: str, with_cost: bool = True) -> dict:
     cfg = _read_json(os.path.join(dirs[0], "config.json")) if os.path.isfile(os.path.join(dirs[0], "config.json")) \
         else {}
     params, macs = _model_cost(dirs[0]) if with_cost else (None, None)
-    return {"name": os.path.basename(os.path.normpath(run_dir)), "dir": run_dir, "model": tests[0].get("model"),
+    return {"name": _run_name(run_dir), "dir": run_dir, "model": tests[0].get("model"),
             "dataset": tests[0].get("dataset"), "image_size": cfg.get("image_size"), "tests": tests,
             "params": params, "macs": macs,
             "train_seconds": [t.get("train_seconds") for t in tests if t.get("train_seconds") is not None]}
 
 
 def _mean_std(values):
+    """(mean, population std); std is None for a single value (one seed has no spread to report)."""
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return None, None
-    return float(np.mean(vals)), float(np.std(vals))
+    return float(np.mean(vals)), (float(np.std(vals)) if len(vals) > 1 else None)
 
 
 def comparison_table(runs: list) -> list:
@@ -103,7 +114,7 @@ def comparison_table(runs: list) -> list:
         row = {"run": r["name"], "model": r["model"], "seeds": len(r["tests"])}
         for col, get in METRICS.items():
             mean, std = _mean_std([get(t) for t in r["tests"]])
-            row[col] = None if mean is None else (100 * mean, 100 * std)
+            row[col] = None if mean is None else (100 * mean, None if std is None else 100 * std)
         row["params (M)"] = None if r["params"] is None else r["params"] / 1e6
         row["GMACs"] = None if r["macs"] is None else r["macs"] / 1e9
         row["train s"] = _mean_std(r["train_seconds"])[0]
@@ -115,7 +126,7 @@ def _fmt(v) -> str:
     if v is None:
         return "–"
     if isinstance(v, tuple):
-        return f"{v[0]:.2f} ± {v[1]:.2f}"
+        return f"{v[0]:.2f}" if v[1] is None else f"{v[0]:.2f} ± {v[1]:.2f}"
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
     return str(v)
@@ -140,7 +151,7 @@ def write_csv(rows: list, path: str) -> None:
             line = []
             for c in cols:
                 if any(isinstance(x[c], tuple) for x in rows):
-                    line += list(r[c]) if r[c] is not None else ["", ""]
+                    line += ["" if x is None else x for x in r[c]] if r[c] is not None else ["", ""]
                 else:
                     line.append("" if r[c] is None else r[c])
             w.writerow(line)
@@ -189,7 +200,7 @@ def plot_summary_bars(rows: list, path: str) -> None:
     x = np.arange(len(metrics))
     for k, r in enumerate(rows):
         means = [r[m][0] if r[m] else np.nan for m in metrics]
-        stds = [r[m][1] if r[m] else 0 for m in metrics]
+        stds = [r[m][1] if r[m] and r[m][1] is not None else 0 for m in metrics]
         ax.bar(x + (k - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=r["run"])
     ax.set_xticks(x, metrics)
     ax.set_ylabel("test (%)")

@@ -47,11 +47,19 @@ def test_compare_table_and_plots(runs, tmp_path, capsys):
     assert float(rows[0]["mAP mean"]) == pytest.approx(100 * np.mean(maps))
     assert float(rows[0]["mAP std"]) == pytest.approx(100 * np.std(maps))
     assert float(rows[1]["mAP mean"]) == pytest.approx(100 * _test_metrics(single)["mAP"])
-    assert float(rows[1]["mAP std"]) == 0.0
+    assert rows[1]["mAP std"] == ""  # one seed: no spread is reported, not a std of 0
     accs = [_test_metrics(os.path.join(seeds, f"seed{s}"))["accuracy"] for s in (0, 1)]
     assert float(rows[0]["F1 (paper) mean"]) == pytest.approx(100 * np.mean(accs))
     # parameters and multiply-accumulates come from each run's best.pt at its resolution
     assert float(rows[0]["params (M)"]) > 0 and float(rows[1]["GMACs"]) > 0
+
+
+def test_one_seed_of_a_seeds_run_is_named_after_its_run(runs, tmp_path, capsys):
+    seeds, _ = runs
+    assert compare.main([os.path.join(seeds, "seed1"), "--out", str(tmp_path / "o"), "--no-plots", "--no-cost"]) == 0
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| fact/seed1 |")]
+    assert len(row) == 1 and "±" not in row[0]
+    assert f"{100 * _test_metrics(os.path.join(seeds, 'seed1'))['mAP']:.2f}" in row[0]
 
 
 def test_compare_errors(runs, tmp_path, capsys):
