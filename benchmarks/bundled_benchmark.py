@@ -108,10 +108,10 @@ def main(argv=None) -> int:
     with open(record_path, "w") as f:
         json.dump(record, f, indent=1)
     done = [os.path.join(args.out, r) for r in ROWS if os.path.isfile(os.path.join(args.out, r, "summary.json"))]
-    if done:
-        subprocess.check_call([sys.executable, "-m", "fact_fast.compare", *done,
-                               "--out", args.compare_out or os.path.join(args.out, "compare")])
     failed = [r["row"] for r in results if r.get("returncode")]
+    if done and subprocess.call([sys.executable, "-m", "fact_fast.compare", *done,
+                                 "--out", args.compare_out or os.path.join(args.out, "compare")]):
+        failed.append("compare")
     if failed:
         print("failed rows (see their logs):", ", ".join(failed), file=sys.stderr)
     return 1 if failed else 0

@@ -118,6 +118,22 @@ class TrainConfig:
     nvtx: bool = _opt(False, "NVTX ranges around each stage for Nsight (CUDA only)")
     compile: bool = _opt(False, "torch.compile the model")
 
+    def __post_init__(self):
+        def need(name, ok, what):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and ok(value)):
+                raise ValueError(f"--{name.replace('_', '-')} must be {what}, got {value!r}")
+
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_steps", "threads"):
+            need(name, lambda v: v >= 1, "at least 1")
+        need("image_size", lambda v: v >= 8, "at least 8 pixels")
+        need("lr", lambda v: v > 0, "positive")
+        need("grad_clip", lambda v: v > 0, "positive (or none)")
+        for name in ("backbone_lr_scale", "weight_decay", "warmup_epochs", "workers"):
+            need(name, lambda v: v >= 0, "non-negative")
+        need("min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]")
+        need("ema_decay", lambda v: 0 < v < 1, "in (0, 1)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -281,4 +297,7 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, set[st
             base.update(dict(ns.pop(key)))
             values[key] = base
     values.update(ns)
-    return TrainConfig(**values), set(values)
+    try:
+        return TrainConfig(**values), set(values)
+    except ValueError as exc:
+        parser.error(str(exc))

@@ -153,6 +153,19 @@ def test_config_precedence_and_bad_options(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             parse_config(argv)
         assert exc.value.code == 2
+    capsys.readouterr()
+    # out-of-range numbers stop at parse time with the option's name, never a run that trains nothing
+    for argv, name in ((["--epochs", "0"], "--epochs"), (["--batch-size", "-4"], "--batch-size"),
+                       (["--lr", "0"], "--lr"), (["--min-lr-ratio", "2"], "--min-lr-ratio"),
+                       (["--ema-decay", "1.5"], "--ema-decay"), (["--image-size", "4"], "--image-size")):
+        with pytest.raises(SystemExit) as exc:
+            parse_config(argv)
+        assert exc.value.code == 2 and f"{name} must be" in capsys.readouterr().err, argv
+    cfg_file.write_text("max_steps: 0\n")
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(cfg_file)])
+    assert "--max-steps must be at least 1" in capsys.readouterr().err
+    assert parse_config(["--warmup-epochs", "0", "--grad-clip", "none"])[0].warmup_epochs == 0
     with pytest.raises(SystemExit) as exc:
         evaluate.build_parser().parse_args(["ck.pt", "--split", "dev"])
     assert exc.value.code == 2
