@@ -12,7 +12,7 @@ batch resumes where it stopped::
     python -m benchmarks.bundled_benchmark --list
 
 Outputs: ``OUT/<row>/`` (the runs, one ``seed<k>`` folder each), ``OUT/<row>.log``,
-``OUT/batch.json`` (commands, wall time per row, machine) and ``OUT/compare/`` (the tables and
+``OUT/batch.json`` (commands, wall time per row, the environment of :func:`benchmarks.run.environment`) and ``OUT/compare/`` (the tables and
 plots of :mod:`fact_fast.compare`).
 """
 from __future__ import annotations
@@ -49,15 +49,6 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "chexfusion": ("CheXFusion", ["--model", "chexfusion", *TRUNK]),
     "proto_contrast": ("prototype contrastive learning", ["--model", "proto_contrast", *TRUNK]),
 }
-
-
-def machine() -> dict:
-    import platform
-
-    import torch
-    return {"cpu": platform.processor() or platform.machine(), "logical_cores": os.cpu_count(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def run_row(name: str, out: str, seeds: str, threads: int, extra: list[str]) -> dict:
@@ -99,8 +90,15 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda r: run_row(r, args.out, args.seeds, args.threads, extra), rows))
     record_path = os.path.join(args.out, "batch.json")
-    record = json.load(open(record_path)) if os.path.isfile(record_path) else {"rows": {}}
-    record["machine"] = machine()
+    record = {"rows": {}}
+    if os.path.isfile(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
+    import torch
+
+    from benchmarks.run import environment
+    # the device fact_fast.train's --device auto picks
+    record["environment"] = environment(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     record["jobs"], record["threads_per_job"], record["seeds"] = args.jobs, args.threads, args.seeds
     for r in results:
         if "skipped" not in r:

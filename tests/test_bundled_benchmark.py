@@ -22,6 +22,7 @@ def test_rows_run_compare_and_resume(tmp_path, capsys):
     record = json.load(open(os.path.join(out, "batch.json")))
     assert record["rows"]["fact"]["returncode"] == 0 and "--no-vq" not in record["rows"]["fact"]["command"]
     assert "--backbone test_resnet --out-index 3" in record["rows"]["cnn_bce"]["command"]
+    assert record["environment"]["device"] and record["environment"]["torch"]
 
     # a rerun trains nothing: the finished rows' logs stay as they were
     stamp = os.path.getmtime(os.path.join(out, "fact.log"))
