@@ -3,7 +3,7 @@ compared with, each trained with ``python -m fact_fast.train --seeds`` on the de
 dataset, then tabulated with ``python -m fact_fast.compare``.
 
 Every run uses the default recipe (20 epochs at 64 px, the val split picks the checkpoint, the test
-split is reported) and the same trunk as ``fact_tiny`` (timm ``test_resnet``, stage 3, stride 16,
+split is reported) and the same trunk as ``fact_tiny`` (``fact_resnet_tiny``, stage 3, stride 16,
 16 feature positions), except ``mlgcn_experts``, whose experts split the trunk's last stage. Rows whose ``summary.json`` already exists are skipped, so an interrupted
 batch resumes where it stopped::
 
@@ -25,7 +25,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-TRUNK = ["--backbone", "test_resnet", "--out-index", "3"]
+TRUNK = ["--backbone", "fact_resnet_tiny", "--out-index", "3"]
 
 #: name -> (what it measures, extra ``fact_fast.train`` flags)
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -36,15 +36,17 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "fact_bce": ("ablation: BCE on the memberships instead of the point + set loss", ["--loss", "bce"]),
     "fact_cosine": ("membership kernel: cosine", ["--membership", "cosine"]),
     "fact_linear": ("membership kernel: linear", ["--membership", "linear"]),
+    "fact_laplacian": ("membership kernel: laplacian", ["--membership", "laplacian"]),
+    "fact_polynomial": ("membership kernel: polynomial", ["--membership", "polynomial"]),
+    "cnn_bce": ("plain CNN + BCE, same trunk", ["--model", "resnet50_bce", *TRUNK]),
     "fact_paper_norm": ("the paper's literal formula (no embedding normalisation)",
                         ["--model-kwargs", "embedding_norm=none"]),
-    "cnn_bce": ("plain CNN + BCE, same trunk", ["--model", "resnet50_bce", *TRUNK]),
     "asl": ("CNN + asymmetric loss", ["--model", "resnet50_asl", *TRUNK]),
     "focal": ("CNN + focal loss", ["--model", "resnet50_focal", *TRUNK]),
     "mlgcn": ("ML-GCN (reweighted graph)", ["--model", "mlgcn", "--graph", "reweighted", *TRUNK]),
     # the experts split the trunk's last stage, so this row's trunk runs to stage 4 (stride 32)
-    "mlgcn_experts": ("ML-GCN with experts (cycle sampler; test_resnet to its last stage)",
-                      ["--model", "mlgcn_experts", "--sampler", "cycle", "--backbone", "test_resnet"]),
+    "mlgcn_experts": ("ML-GCN with experts (cycle sampler; the trunk to its last stage)",
+                      ["--model", "mlgcn_experts", "--sampler", "cycle", "--backbone", TRUNK[1]]),
     "ldr": ("LDR", ["--model", "ldr", *TRUNK]),
     "chexfusion": ("CheXFusion", ["--model", "chexfusion", *TRUNK]),
     "proto_contrast": ("prototype contrastive learning", ["--model", "proto_contrast", *TRUNK]),

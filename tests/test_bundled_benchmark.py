@@ -21,7 +21,7 @@ def test_rows_run_compare_and_resume(tmp_path, capsys):
     assert "| fact | fact_tiny | 2 |" in table and "| cnn_bce | resnet50_bce | 2 |" in table
     record = json.load(open(os.path.join(out, "batch.json")))
     assert record["rows"]["fact"]["returncode"] == 0 and "--no-vq" not in record["rows"]["fact"]["command"]
-    assert "--backbone test_resnet --out-index 3" in record["rows"]["cnn_bce"]["command"]
+    assert "--backbone fact_resnet_tiny --out-index 3" in record["rows"]["cnn_bce"]["command"]
     assert record["environment"]["device"] and record["environment"]["torch"]
 
     # a rerun trains nothing: the finished rows' logs stay as they were

@@ -244,10 +244,11 @@ class FACT(MultiLabelModel):
 # The paper's model (SPEC §2 defaults).
 register_model("fact_resnet50", FACT, description="FACT with a ResNet-50 trunk (the paper's model)")
 # Small CPU-friendly model for the bundled synthetic benchmark (the default of `python -m
-# fact_fast.train`): timm's tiny `test_resnet` trunk up to its stride-16 stage, so a 64 px image
-# gives FACT 4 x 4 = 16 feature positions for its atoms and its interface attention.
-register_model("fact_tiny", FACT, description="FACT on timm's tiny test_resnet trunk, stride 16 (CPU default)",
-               backbone="test_resnet", out_index=3, dim=64, codebook_size=256, gcn_hidden=128, vq_restart_every=10)
+# fact_fast.train`): the small `fact_resnet_tiny` trunk (fact_fast.nn.trunks) up to its stride-16
+# stage, so a 64 px image gives FACT 4 x 4 = 16 feature positions for its atoms and its interface
+# attention. The trunk was chosen with the plain CNN + BCE baseline on validation (docs/benchmark.md).
+register_model("fact_tiny", FACT, description="FACT on the small fact_resnet_tiny trunk, stride 16 (CPU default)",
+               backbone="fact_resnet_tiny", out_index=3, dim=64, codebook_size=256, gcn_hidden=128, vq_restart_every=10)
 # Tiny smoke-test model (timm's `test_resnet`, 96 channels, stride 32).
 register_model("fact_test", FACT, description="FACT smoke-test size", backbone="test_resnet", dim=32,
                codebook_size=64, gcn_hidden=64)

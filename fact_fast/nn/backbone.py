@@ -16,6 +16,8 @@ class Backbone(nn.Module):
     ``pretrained=True`` asks timm for ImageNet weights from its local Hugging Face cache;
     ``pretrained_file`` loads them from a file instead (``.safetensors``/``.pth`` as timm publishes
     them). fact_fast never needs them (random init otherwise) and never downloads them itself.
+    Besides timm's own models, ``name`` may be one of :data:`fact_fast.nn.trunks.TRUNKS` (small CPU
+    ResNets, e.g. ``fact_resnet_tiny``).
     """
 
     def __init__(self, name: str = "resnet50", pretrained: bool = False, out_index: int = -1,
@@ -25,6 +27,8 @@ class Backbone(nn.Module):
 
         import timm  # imported lazily: keeps `import fact_fast.nn` cheap
 
+        from .trunks import register_trunks
+        register_trunks()
         if pretrained_file is not None:
             if not os.path.isfile(pretrained_file):
                 raise FileNotFoundError(f"pretrained_file: backbone weights not found: {pretrained_file}")
