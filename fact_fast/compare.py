@@ -100,11 +100,12 @@ def collect_run(run_dir: str, with_cost: bool = True) -> dict:
 
 
 def _mean_std(values):
-    """(mean, population std); std is None for a single value (one seed has no spread to report)."""
+    """(mean, sample std with ddof = 1, as ``summary.json`` of ``--seeds``); std is None for a single
+    value (one seed has no spread to report)."""
     vals = [float(v) for v in values if v is not None]
     if not vals:
         return None, None
-    return float(np.mean(vals)), (float(np.std(vals)) if len(vals) > 1 else None)
+    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
 
 
 def comparison_table(runs: list) -> list:

@@ -13,10 +13,11 @@ class TrunkConfig:
     """``backbone``: a timm model name (the baselines' papers use ImageNet ResNets; the FACT
     paper compares on ResNet-50, hence the default). ``pretrained``: ImageNet weights from the
     local timm/Hugging Face cache (never downloaded by fact_fast); ``pretrained_file``: those
-    weights from a file (implies ``pretrained``). ``--backbone test_resnet`` gives timm's tiny
-    CPU trunk for smoke tests and the CPU benchmark. ``out_index``: which stage's feature map the
-    head sees (-1: the last; the bundled benchmark uses ``test_resnet``'s stride-16 stage 3, like
-    ``fact_tiny``)."""
+    weights from a file (implies ``pretrained``). ``--backbone fact_resnet_tiny`` is the small
+    CPU trunk of ``fact_tiny`` and the bundled benchmark (:mod:`fact_fast.nn.trunks`); timm's
+    ``test_resnet`` is smaller still, for smoke tests. ``out_index``: which stage's feature map the
+    head sees (-1: the last; the bundled benchmark uses ``fact_resnet_tiny``'s stride-16 stage 3,
+    like ``fact_tiny``)."""
 
     backbone: str = "resnet50"
     pretrained: bool = False
