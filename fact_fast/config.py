@@ -59,7 +59,7 @@ class TrainConfig:
     model_kwargs: dict = _opt({}, "model configuration overrides, e.g. --model-kwargs dim=128 "
                                   "(repeatable KEY=VALUE; any field of the model's config)", metavar="KEY=VALUE")
     stage: str | None = _opt(None, "run only this training stage of a multi-stage model (default: all)")
-    backbone: str | None = _opt(None, "override the timm backbone name")
+    backbone: str | None = _opt(None, "override the backbone: a timm model name, or fact_fast's fact_resnet_tiny")
     pretrained: bool | None = _opt(None, "load ImageNet weights for the backbone from the local timm/HF cache "
                                          "or --pretrained-file (never downloaded by fact_fast)")
     pretrained_file: str | None = _opt(None, "backbone weights file (.safetensors/.pth) for --pretrained", metavar="FILE")

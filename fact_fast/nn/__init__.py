@@ -15,12 +15,13 @@ from .modes import bn_stats_preserved, set_train_mode
 from .pooling import POOLINGS, GlobalPool, global_pool
 from .positional import sinusoidal_position_2d
 from .profiling import enable_nvtx, nvtx_enabled, stage
-from .trunks import TRUNKS, register_trunks
 from .transformer import ATTENTIONS, CrossAttentionLayer, MultiHeadAttention, TransformerEncoderLayer
+from .trunks import TRUNKS, register_trunks
 from .vq import VectorQuantizer
 
 __all__ = [
-    "Backbone", "TRUNKS", "register_trunks", "VectorQuantizer", "GraphConv", "LabelGCN", "SemanticInterface", "FuzzyMembership",
+    "Backbone", "TRUNKS", "register_trunks", "VectorQuantizer", "GraphConv", "LabelGCN", "SemanticInterface",
+    "FuzzyMembership",
     "FACTLoss", "fuzzy_loss_from_membership", "KERNELS", "LOSSES", "enable_nvtx", "nvtx_enabled", "stage",
     "set_train_mode", "bn_stats_preserved",
     "split_last_stage", "GlobalPool", "global_pool", "POOLINGS", "MultiHeadAttention", "TransformerEncoderLayer",

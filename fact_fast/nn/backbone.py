@@ -6,6 +6,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from .trunks import register_trunks
+
 __all__ = ["Backbone", "split_last_stage"]
 
 
@@ -27,8 +29,7 @@ class Backbone(nn.Module):
 
         import timm  # imported lazily: keeps `import fact_fast.nn` cheap
 
-        from .trunks import register_trunks
-        register_trunks()
+        register_trunks()  # fact_fast's own trunks, e.g. fact_resnet_tiny
         if pretrained_file is not None:
             if not os.path.isfile(pretrained_file):
                 raise FileNotFoundError(f"pretrained_file: backbone weights not found: {pretrained_file}")
