@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fact_fast.metrics import mean_std
+
 __all__ = ["main", "collect_run", "comparison_table"]
 
 # column name -> how to read it from a test-metrics dict
@@ -99,26 +101,17 @@ def collect_run(run_dir: str, with_cost: bool = True) -> dict:
             "train_seconds": [t.get("train_seconds") for t in tests if t.get("train_seconds") is not None]}
 
 
-def _mean_std(values):
-    """(mean, sample std with ddof = 1, as ``summary.json`` of ``--seeds``); std is None for a single
-    value (one seed has no spread to report)."""
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return None, None
-    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
-
-
 def comparison_table(runs: list) -> list:
     """One row per run: name, model, seeds, ``<metric>`` = (mean, std) in %, params, MACs, seconds."""
     rows = []
     for r in runs:
         row = {"run": r["name"], "model": r["model"], "seeds": len(r["tests"])}
         for col, get in METRICS.items():
-            mean, std = _mean_std([get(t) for t in r["tests"]])
+            mean, std = mean_std([get(t) for t in r["tests"]])
             row[col] = None if mean is None else (100 * mean, None if std is None else 100 * std)
         row["params (M)"] = None if r["params"] is None else r["params"] / 1e6
         row["GMACs"] = None if r["macs"] is None else r["macs"] / 1e9
-        row["train s"] = _mean_std(r["train_seconds"])[0]
+        row["train s"] = mean_std(r["train_seconds"])[0]
         rows.append(row)
     return rows
 

@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, cohen_kappa_score, f1_score, roc_auc_score
 
 __all__ = ["compute_metrics", "format_metrics_table", "choose_thresholds", "class_prevalence",
-           "frequency_groups", "load_groups", "mean_std_over_seeds", "format_seed_summary",
+           "frequency_groups", "load_groups", "mean_std", "mean_std_over_seeds", "format_seed_summary",
            "GROUPS", "CXR_LT_HEAD", "CXR_LT_TAIL", "THRESHOLD_METHODS"]
 
 GROUPS = ("head", "medium", "tail")
@@ -377,6 +377,13 @@ def compute_metrics(scores, targets, *, threshold=0.5, class_names=None, groups=
 
 
 # -- summaries over seeds ------------------------------------------------------------------------
+def mean_std(values) -> tuple[float | None, float | None]:
+    """``(mean, sample std)`` of the numbers in ``values`` (None skipped): std with ddof = 1, None
+    for fewer than two values (one seed has no spread to report); mean None for none."""
+    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    return (_f(x.mean()) if len(x) else None), (_f(x.std(ddof=1)) if len(x) > 1 else None)
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
@@ -399,9 +406,8 @@ def mean_std_over_seeds(runs) -> dict:
             keys = list(dict.fromkeys(k for v in present for k in v))
             return {k: merge([v.get(k) for v in present]) for k in keys}
         if all(_is_number(v) for v in present):
-            x = np.asarray(present, dtype=np.float64)
-            return {"mean": _f(x.mean()) if len(x) else None,
-                    "std": _f(x.std(ddof=1)) if len(x) > 1 else None, "n": len(x)}
+            mean, std = mean_std(present)
+            return {"mean": mean, "std": std, "n": len(present)}
         return values[0] if all(v == values[0] for v in values) else list(values)
 
     return merge(runs)
