@@ -25,7 +25,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-TRUNK = ["--backbone", "fact_resnet_tiny", "--out-index", "3"]
+TRUNK_NAME = "fact_resnet_tiny"  # fact_tiny's trunk
+TRUNK = ["--backbone", TRUNK_NAME, "--out-index", "3"]
 
 #: name -> (what it measures, extra ``fact_fast.train`` flags)
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -46,7 +47,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "mlgcn": ("ML-GCN (reweighted graph)", ["--model", "mlgcn", "--graph", "reweighted", *TRUNK]),
     # the experts split the trunk's last stage, so this row's trunk runs to stage 4 (stride 32)
     "mlgcn_experts": ("ML-GCN with experts (cycle sampler; the trunk to its last stage)",
-                      ["--model", "mlgcn_experts", "--sampler", "cycle", "--backbone", TRUNK[1]]),
+                      ["--model", "mlgcn_experts", "--sampler", "cycle", "--backbone", TRUNK_NAME]),
     "ldr": ("LDR", ["--model", "ldr", *TRUNK]),
     "chexfusion": ("CheXFusion", ["--model", "chexfusion", *TRUNK]),
     "proto_contrast": ("prototype contrastive learning", ["--model", "proto_contrast", *TRUNK]),
