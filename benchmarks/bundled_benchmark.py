@@ -18,12 +18,11 @@ plots of :mod:`fact_fast.compare`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
+
+from benchmarks.batch import add_batch_arguments, run_batch
 
 TRUNK_NAME = "fact_resnet_tiny"  # fact_tiny's trunk
 TRUNK = ["--backbone", TRUNK_NAME, "--out-index", "3"]
@@ -54,62 +53,20 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run_row(name: str, out: str, seeds: str, threads: int, extra: list[str]) -> dict:
-    run_dir = os.path.join(out, name)
-    if os.path.isfile(os.path.join(run_dir, "summary.json")):
-        return {"row": name, "skipped": "summary.json exists"}
-    cmd = [sys.executable, "-m", "fact_fast.train", "--no-progress", "--threads", str(threads),
-           "--seeds", seeds, "--out", run_dir, *ROWS[name][1], *extra]
-    start = time.time()
-    with open(os.path.join(out, f"{name}.log"), "w") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
-    result = {"row": name, "command": " ".join(cmd[1:]), "returncode": rc,
-              "wall_seconds": round(time.time() - start, 1)}
-    print(f"{name}: rc={rc} {result['wall_seconds']:.0f}s", flush=True)
-    return result
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="runs/bundled", help="where the runs go")
+    add_batch_arguments(p, out="runs/bundled", seeds="0,1,2")
     p.add_argument("--rows", nargs="+", choices=sorted(ROWS), help="rows to run (default: all)")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--jobs", type=int, default=2, help="rows trained at once")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--compare-out", help="where fact_fast.compare writes (default: OUT/compare)")
-    p.add_argument("--list", action="store_true", help="print the rows and exit")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags added to every run")
     args = p.parse_args(argv)
     if args.list:
         for name, (what, flags) in ROWS.items():
             print(f"{name:18s} {what}  [{' '.join(flags)}]")
         return 0
-    if args.jobs < 1 or args.threads < 1:
-        raise ValueError("--jobs and --threads must be at least 1")
-    extra = [a for a in args.extra if a != "--"]
-    rows = args.rows or list(ROWS)
-    os.makedirs(args.out, exist_ok=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda r: run_row(r, args.out, args.seeds, args.threads, extra), rows))
-    record_path = os.path.join(args.out, "batch.json")
-    record = {"rows": {}}
-    if os.path.isfile(record_path):
-        with open(record_path) as f:
-            record = json.load(f)
-    import torch
-
-    from benchmarks.run import environment
-    # the device fact_fast.train's --device auto picks
-    record["environment"] = environment(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    record["jobs"], record["threads_per_job"], record["seeds"] = args.jobs, args.threads, args.seeds
-    for r in results:
-        if "skipped" not in r:
-            record["rows"][r["row"]] = r
-    with open(record_path, "w") as f:
-        json.dump(record, f, indent=1)
+    rows = {name: ROWS[name][1] for name in (args.rows or ROWS)}
+    failed = run_batch(rows, args.out, args.seeds, args.jobs, args.threads, [a for a in args.extra if a != "--"])
     done = [os.path.join(args.out, r) for r in ROWS if os.path.isfile(os.path.join(args.out, r, "summary.json"))]
-    failed = [r["row"] for r in results if r.get("returncode")]
     if done and subprocess.call([sys.executable, "-m", "fact_fast.compare", *done,
                                  "--out", args.compare_out or os.path.join(args.out, "compare")]):
         failed.append("compare")

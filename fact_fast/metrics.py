@@ -28,8 +28,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, cohen_kappa_score, f1_score, roc_auc_score
 
 __all__ = ["compute_metrics", "format_metrics_table", "choose_thresholds", "class_prevalence",
-           "frequency_groups", "load_groups", "mean_std", "mean_std_over_seeds", "format_seed_summary",
-           "GROUPS", "CXR_LT_HEAD", "CXR_LT_TAIL", "THRESHOLD_METHODS"]
+           "frequency_groups", "load_groups", "class_score_correlation", "mean_std", "mean_std_over_seeds",
+           "format_seed_summary", "GROUPS", "CXR_LT_HEAD", "CXR_LT_TAIL", "THRESHOLD_METHODS"]
 
 GROUPS = ("head", "medium", "tail")
 # CXR-LT / FACT paper (Tab. 14) grouping by TRAIN prevalence: head > 10 %, tail < 1 %.
@@ -304,6 +304,9 @@ def compute_metrics(scores, targets, *, threshold=0.5, class_names=None, groups=
         (left out of macro_auc, group_auc).
       * with ``groups``: ``groups`` (class -> group), ``group_sizes``, ``group_ap`` and
         ``group_auc`` (group -> mean; None for an empty group or one without an evaluable class).
+      * ``class_score_correlation``: mean Pearson correlation between two different classes'
+        score columns over the samples (None with fewer than two classes that vary). Near 1, every
+        class ranks the images the same way: a head that cannot tell the classes apart.
       * ``num_samples``, ``num_classes``, ``threshold`` (a number, or a list per class).
     """
     s, t = _scores_and_targets(scores, targets)
@@ -367,6 +370,7 @@ def compute_metrics(scores, targets, *, threshold=0.5, class_names=None, groups=
         "per_class_auc": dict(zip(names, auc)),
         "per_class_f1": dict(zip(names, f1)),
         "per_class_prevalence": dict(zip(names, prevalence)),
+        "class_score_correlation": class_score_correlation(s),
     }
     if groups is not None:
         out["groups"] = dict(zip(names, groups))
@@ -374,6 +378,23 @@ def compute_metrics(scores, targets, *, threshold=0.5, class_names=None, groups=
         out["group_ap"] = {g: _mean([a for a, x in zip(ap, groups) if x == g]) for g in GROUPS}
         out["group_auc"] = {g: _mean([a for a, x in zip(auc, groups) if x == g]) for g in GROUPS}
     return out
+
+
+def class_score_correlation(scores) -> float | None:
+    """Mean off-diagonal Pearson correlation of the columns of ``scores`` [N, C] (classes whose
+    scores are constant are left out); None when fewer than two columns vary."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] < 2:
+        return None
+    s = s - s.mean(0)
+    norm = np.sqrt((s * s).sum(0))
+    varies = norm > 1e-12 * max(float(np.abs(s).max(initial=0.0)), 1e-300) * np.sqrt(s.shape[0])
+    z = s[:, varies] / norm[varies]
+    k = z.shape[1]
+    if k < 2:
+        return None
+    r = z.T @ z
+    return _f((r.sum() - np.trace(r)) / (k * (k - 1)))
 
 
 # -- summaries over seeds ------------------------------------------------------------------------

@@ -16,13 +16,17 @@ def Out(mu, embeddings, anchors, tau, commit_loss, codes=None, kernel="gaussian"
                                   "commit_loss": commit_loss, "codes": codes, "kernel": kernel})
 
 
-def hand_loss(e, s, y, tau, alpha=1.0, lam=10.0, delta=0.5, eps=1.0):
-    """SPEC §2.7 written out with Python floats, one sample at a time."""
+def hand_loss(e, s, y, tau, alpha=1.0, lam=10.0, delta=0.5, eps=1.0, logit="scaled"):
+    """The point + set loss written out with Python floats, one sample at a time."""
     B, C, d = len(e), len(s), len(s[0])
     total = 0.0
     for b in range(B):
         mu = [math.exp(-sum((e[b][c][k] - s[c][k]) ** 2 for k in range(d)) / tau) for c in range(C)]
-        f = [lam * (m - delta) for m in mu]
+        if logit == "scaled":
+            f = [lam * (m - delta) for m in mu]
+        else:  # λ·log(μ/δ), from the squared distance itself
+            f = [lam * (-sum((e[b][c][k] - s[c][k]) ** 2 for k in range(d)) / tau - math.log(delta))
+                 for c in range(C)]
         neg = sum(math.exp(f[c]) for c in range(C) if y[b][c] == 0)
         pos = sum(math.exp(-f[c]) for c in range(C) if y[b][c] == 1)
         l_point = math.log(1 + neg) + math.log(1 + pos)
@@ -125,3 +129,65 @@ def test_empty_batch_and_bad_name():
         assert float(loss["total"]) == 0.0
     with pytest.raises(ValueError, match="loss"):
         FACTLoss("focal")
+
+
+@pytest.mark.parametrize("lam,delta", [(1.0, 0.5), (10.0, 0.3)])
+def test_log_logit_matches_hand_formula(lam, delta):
+    e, s, tau = make(seed=3)
+    y = [[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 0, 1]]
+    yt = torch.tensor(y, dtype=torch.float64)
+    expected = hand_loss(e.tolist(), s.tolist(), y, float(tau), alpha=0.5, lam=lam, delta=delta, logit="log")
+    out = output(e, s, tau)
+    loss = FACTLoss("fuzzy", alpha=0.5, logit_scale=lam, threshold=delta, logit="log")(out, yt)
+    assert float(loss["fuzzy"]) == pytest.approx(expected, rel=1e-10)
+    # the op itself, and the same loss from μ (the path of the other kernels)
+    got, mu = ops.fuzzy_loss(e, s, yt, tau, alpha=0.5, logit_scale=lam, threshold=delta, logit="log")
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+    # (in float32: that path computes on μ.float())
+    assert float(fuzzy_loss_from_membership(mu, yt, alpha=0.5, logit_scale=lam, threshold=delta,
+                                            logit="log")) == pytest.approx(expected, rel=1e-6)
+
+
+def test_log_logit_keeps_its_gradient_where_mu_underflows():
+    """log μ = −‖e − s‖²/τ is computed without the exp: a negative far from its anchor still
+    has a finite logit and gradient though μ is exactly 0 in float32."""
+    e = torch.zeros(1, 2, 3)
+    e[0, 1] = 30.0
+    e.requires_grad_(True)
+    s = torch.zeros(2, 3)
+    y = torch.tensor([[1.0, 0.0]])
+    loss, mu = ops.fuzzy_loss(e, s, y, 1.0, logit="log")
+    assert float(mu[0, 1]) == 0.0
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(e.grad).all()
+    # the negative's logit λ(−2700 + ln 2) is far below 0: its point-loss gradient is ~0, not NaN
+    assert float(e.grad[0, 1].abs().max()) < 1e-6
+
+
+def test_log_logit_bias_shifts_the_logit():
+    e, s, tau = make(seed=4)
+    y = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 0, 1]], dtype=torch.float64)
+    bias = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)
+    out = output(e, s, tau)
+    plain = FACTLoss("fuzzy", logit="log")(out, y)["fuzzy"]
+    extras = dict(out.extras, logit_bias=bias)
+    shifted = FACTLoss("fuzzy", logit="log")(ModelOutput(out.scores, None, extras), y)["fuzzy"]
+    # by hand: the point loss with f + b, the set loss unchanged
+    f = 10.0 * (-(e - s).pow(2).sum(-1) / tau - math.log(0.5)) + bias
+    neg = torch.logsumexp(torch.cat([torch.zeros(3, 1, dtype=f.dtype), f.masked_fill(y > 0, -math.inf)], 1), 1)
+    pos = torch.logsumexp(torch.cat([torch.zeros(3, 1, dtype=f.dtype), (-f).masked_fill(y < 1, -math.inf)], 1), 1)
+    mu = out.scores
+    jac = ((y * mu).sum(1) + 1) / ((y + (1 - y) * mu).sum(1) + 1)
+    assert float(shifted) == pytest.approx(float((neg + pos + 1 - jac).mean()), rel=1e-10)
+    assert float(shifted) != pytest.approx(float(plain), rel=1e-3)
+
+
+def test_logit_option_is_checked():
+    e, s, tau = make()
+    y = torch.zeros(3, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="logit"):
+        ops.fuzzy_loss(e, s, y, tau, logit="linear")
+    with pytest.raises(ValueError, match="threshold"):
+        ops.fuzzy_loss(e, s, y, tau, logit="log", threshold=0.0)
+    with pytest.raises(ValueError, match="logit"):
+        FACTLoss("fuzzy", logit="nope")

@@ -308,13 +308,14 @@ class _Run:
                                            channels_last=cfg.channels_last, progress=self.progress, desc="val")
             secs = time.time() - te
             if info.is_main:
+                diag = self._diagnostics(eval_model, val_loader, stage, scores, targets)
                 val = compute_split_metrics(scores, targets, self.data, threshold=model.default_threshold)
                 value = val.get(cfg.select_metric)
                 value = -math.inf if value is None else float(value)
                 improved = value > best
                 best = max(best, value)
                 summary = {k: val.get(k) for k in ("mAP", "macro_auc", "accuracy", "paper_avg", "f1_micro",
-                                                   "f1_macro")}
+                                                   "f1_macro", "class_score_correlation")}
                 ck = self._checkpoint(si, epoch + 1, step, best, optimizer, scheduler, {"val": summary})
                 atomic_save(ck, os.path.join(self.out, LAST))
                 if improved:
@@ -330,7 +331,7 @@ class _Run:
                         atomic_save(best_ck, os.path.join(self.out, BEST))
                 row = {"stage": stage.name, "stage_index": si, "epoch": epoch + 1, "step": step,
                        "lr": optimizer.param_groups[0]["lr"], **{f"train_{k}": v for k, v in losses.items()},
-                       **{f"val_{k}": v for k, v in summary.items()}, **stats, "seconds": secs}
+                       **{f"val_{k}": v for k, v in summary.items()}, **stats, **diag, "seconds": secs}
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(jsonable(row)) + "\n")
                 extra = "".join(f" | {k} {v:.3g}" for k, v in stats.items())
@@ -338,6 +339,22 @@ class _Run:
                     f"val {cfg.select_metric} {100 * value:.2f}{extra} | {secs:.1f}s" + (" *" if improved else ""),
                     info)
             du.barrier()
+
+    def _diagnostics(self, model, val_loader, stage: Stage, scores, targets) -> dict:
+        """The model's per-epoch diagnostics on the first validation batch and the val scores."""
+        if stage.views:
+            return {}
+        batch = next((b for b in val_loader if b is not None), None)
+        if batch is None:
+            return {}
+        images = split_batch(batch, self.device)[0]
+        was_training = model.training
+        model.eval()
+        try:
+            with autocast_for(self.device, self.cfg.amp):
+                return model.diagnostics(images, torch.as_tensor(scores), torch.as_tensor(targets))
+        finally:
+            model.train(was_training)
 
     def fit(self) -> dict:
         self.build()

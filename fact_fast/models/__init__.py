@@ -6,6 +6,7 @@ from .base import (ModelOutput, MultiLabelModel, Stage, StageContext, TaskInfo, 
                    get_model_config, list_models, model_from_spec, model_spec, register_model)
 from .chexfusion import CheXFusion, CheXFusionConfig
 from .fact import FACT, FACTConfig
+from .head_probe import HeadProbe, HeadProbeConfig
 from .ldr import LDR, LDRConfig
 from .mlgcn import MLGCN, MLGCNConfig
 from .mlgcn_experts import MLGCNExperts, MLGCNExpertsConfig
@@ -14,6 +15,6 @@ from .proto_contrast import ProtoContrast, ProtoContrastConfig
 
 __all__ = ["MultiLabelModel", "ModelOutput", "Stage", "StageContext", "TaskInfo", "create_model", "list_models",
            "describe_models", "get_model_config", "register_model", "model_spec", "model_from_spec",
-           "FACT", "FACTConfig", "PooledLinearClassifier", "PooledLinearConfig", "MLGCN", "MLGCNConfig",
+           "FACT", "FACTConfig", "HeadProbe", "HeadProbeConfig", "PooledLinearClassifier", "PooledLinearConfig", "MLGCN", "MLGCNConfig",
            "MLGCNExperts", "MLGCNExpertsConfig", "LDR", "LDRConfig", "CheXFusion", "CheXFusionConfig",
            "ProtoContrast", "ProtoContrastConfig"]

@@ -200,6 +200,15 @@ class MultiLabelModel(nn.Module):
         """Scalars logged once per epoch (e.g. τ, codebook perplexity); default none."""
         return {}
 
+    @torch.no_grad()
+    def diagnostics(self, images: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Scalars that show how the head is doing, logged once per epoch (default none).
+
+        ``images`` float ``[n, 3, H, W]``: a fixed batch of validation images; ``scores`` and
+        ``targets`` float ``[N, C]``: the whole validation split (targets 0/1, NaN where unknown).
+        Called in eval mode."""
+        return {}
+
     def training_state(self) -> dict:
         """Training-progress state that is not in the state dict but must survive a resume
         exactly (checkpointed beside the optimizer state); default none."""

@@ -13,6 +13,7 @@ from fact_fast.nn import (Backbone, FACTLoss, FuzzyMembership, LabelGCN, Semanti
                           VectorQuantizer, bn_stats_preserved, stage)
 from fact_fast.nn.interface import BIASES
 from fact_fast.nn.losses import LOSSES
+from fact_fast.ops.reference.fuzzy import LOGITS
 from fact_fast.nn.membership import KERNELS
 
 from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
@@ -20,6 +21,18 @@ from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
 __all__ = ["FACTConfig", "FACT", "EMBEDDING_NORMS"]
 
 EMBEDDING_NORMS = ("none", "l2")
+LABEL_EMBEDDING_TRANSFORMS = ("none", "center")
+
+
+def transform_label_embeddings(s0: torch.Tensor, how: str) -> torch.Tensor:
+    """S⁰ ``[C, D]`` as the GCN sees it. Sentence embeddings share a common direction (the shipped
+    MiniLM vectors have mean pairwise cosine ≈ 0.73); ``"center"`` removes it (S⁰ minus its mean
+    over the classes), so what the GCN propagates is what tells the classes apart."""
+    if how == "none":
+        return s0
+    if how == "center":
+        return s0 - s0.mean(0, keepdim=True)
+    raise ValueError(f"label_embedding_transform must be one of {LABEL_EMBEDDING_TRANSFORMS}, got {how!r}")
 
 
 @dataclass
@@ -57,6 +70,12 @@ class FACTConfig:
     gcn_negative_slope: float = 0.2
     codebook_lr_scale: float = 10.0  # the codebook learns only through the commitment loss
     tau_lr_scale: float = 1.0        # learning-rate multiplier of log τ
+    point_logit: str = "scaled"      # the point loss's logit: "scaled" λ(μ − δ) or "log" λ·log(μ/δ)
+    label_embedding_transform: str = "none"  # S⁰ before the GCN: "none" or "center" (minus the class mean)
+    anchor_residual: bool = False    # S = GCN(S⁰) + R with R [C, d] a free, learned per-class residual
+    query_init_std: float = 0.02     # std of the interface queries Q at initialisation
+    center_anchors: bool = False     # S minus its mean over the classes (the GCN's common mode removed)
+    logit_bias: bool = False         # a learned per-class bias b_c added to the point loss's logit
 
     def __post_init__(self):
         if self.membership not in KERNELS:
@@ -67,6 +86,13 @@ class FACTConfig:
             raise ValueError(f"interface_bias must be one of {BIASES}, got {self.interface_bias!r}")
         if self.embedding_norm not in EMBEDDING_NORMS:
             raise ValueError(f"embedding_norm must be one of {EMBEDDING_NORMS}, got {self.embedding_norm!r}")
+        if self.point_logit not in LOGITS:
+            raise ValueError(f"point_logit must be one of {LOGITS}, got {self.point_logit!r}")
+        if self.label_embedding_transform not in LABEL_EMBEDDING_TRANSFORMS:
+            raise ValueError(f"label_embedding_transform must be one of {LABEL_EMBEDDING_TRANSFORMS}, "
+                             f"got {self.label_embedding_transform!r}")
+        if not self.query_init_std > 0:
+            raise ValueError(f"query_init_std must be > 0, got {self.query_init_std}")
         for name in ("dim", "codebook_size", "gcn_hidden"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -81,6 +107,16 @@ class FACTConfig:
         if unknown:
             raise ValueError(f"unknown FACTConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+
+def _mean_pairwise_cos(x: torch.Tensor) -> float:
+    """Mean cosine between two different rows of ``x [C, d]``."""
+    n = F.normalize(x.float(), dim=-1)
+    c = n.shape[0]
+    if c < 2:
+        return 1.0
+    g = n @ n.T
+    return float((g.sum() - g.diagonal().sum()) / (c * (c - 1)))
 
 
 class FACT(MultiLabelModel):
@@ -106,21 +142,23 @@ class FACT(MultiLabelModel):
         self.proj = nn.Conv2d(self.backbone.out_channels, c.dim, kernel_size=1, bias=True)
         self.vq = VectorQuantizer(c.codebook_size, c.dim, beta=c.beta, data_init=c.vq_data_init,
                                   restart_every=c.vq_restart_every) if c.use_vq else None
-        self.interface = SemanticInterface(C, c.dim, bias=c.interface_bias)
+        self.interface = SemanticInterface(C, c.dim, bias=c.interface_bias, init_std=c.query_init_std)
         if c.use_gcn:
             if task.label_embeddings is None or task.graph is None:
                 raise ValueError("use_gcn=True needs task.label_embeddings [C, D] and task.graph (the label graph)")
             g = task.graph
-            self.gcn = LabelGCN(task.label_embeddings, g["rowptr"], g["col"], hidden_dim=c.gcn_hidden,
+            s0 = transform_label_embeddings(task.label_embeddings, c.label_embedding_transform)
+            self.gcn = LabelGCN(s0, g["rowptr"], g["col"], hidden_dim=c.gcn_hidden,
                                 out_dim=c.dim, value=g.get("value"), negative_slope=c.gcn_negative_slope,
                                 add_self_loops=g.get("add_self_loops", True))
-            self.free_anchors = None
+            self.free_anchors = nn.Parameter(torch.randn(C, c.dim) * 0.02) if c.anchor_residual else None
         else:
             self.gcn = None
             self.free_anchors = nn.Parameter(torch.randn(C, c.dim) * 0.02)
         self.membership = FuzzyMembership(c.membership, init_tau=c.init_tau)
+        self.logit_bias = nn.Parameter(torch.zeros(C)) if c.logit_bias else None
         self.criterion = FACTLoss(c.loss, alpha=c.alpha, gamma=c.gamma, logit_scale=c.logit_scale,
-                                  threshold=c.threshold, smooth=c.smooth)
+                                  threshold=c.threshold, smooth=c.smooth, logit=c.point_logit)
 
     @property
     def default_threshold(self) -> float:
@@ -129,10 +167,13 @@ class FACT(MultiLabelModel):
     # -- pieces -------------------------------------------------------------------------------
     def anchors(self) -> torch.Tensor:
         """Semantic anchors S [C, d]."""
-        if self.gcn is not None:
-            with stage("gcn"):
-                return self.gcn()
-        return self.free_anchors
+        if self.gcn is None:
+            return self.free_anchors
+        with stage("gcn"):
+            s = self.gcn()
+        if self.config.center_anchors:
+            s = s - s.mean(0, keepdim=True)
+        return s if self.free_anchors is None else s + self.free_anchors
 
     @property
     def tau(self) -> torch.Tensor:
@@ -163,7 +204,7 @@ class FACT(MultiLabelModel):
             mu = self.membership(e, s)
         return ModelOutput(mu, None, {"embeddings": e, "anchors": s, "tau": self.membership.tau,
                                       "commit_loss": commit, "codes": codes, "feature_hw": hw,
-                                      "kernel": self.config.membership})
+                                      "kernel": self.config.membership, "logit_bias": self.logit_bias})
 
     def loss(self, output: ModelOutput, targets: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         return self.criterion(output, targets, mask)
@@ -208,6 +249,38 @@ class FACT(MultiLabelModel):
         if self.vq is not None:
             cb = self.vq.codebook_stats(reset=reset)
             out.update({"codebook_perplexity": cb["perplexity"], "codebook_usage": cb["usage"]})
+        return out
+
+    @torch.no_grad()
+    def diagnostics(self, images: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor) -> dict:
+        """How the head is doing (logged per epoch; docs/fact_head.md reads them):
+
+        * ``anchor_cos``: mean pairwise cosine of the anchors S (near 1: the classes share one anchor);
+        * ``class_embedding_cos``: mean cosine between two classes' E_c in the same image (near 1:
+          the interface gives every class the same feature, a shared mean pool);
+        * ``gate_std``: std of the interface gates σ(QVᵀ/√d + b) over ``images`` (near 0: no
+          class selects its own positions); ``query_ratio``: mean ‖Q_c‖ / mean ‖σ(·)V‖_c;
+        * ``logit_pos_p10/p50/p90``, ``logit_neg_p10/p50/p90``: percentiles of the point loss's
+          logit f over the validation positives and negatives (``scores`` = μ, ``targets``).
+        """
+        z, _ = self.features(images)
+        v = self.vq(z)[0] if self.vq is not None else z
+        q = self.interface.queries.to(v.dtype)
+        gates = torch.sigmoid(q @ v.transpose(1, 2) / math.sqrt(v.shape[-1])
+                              + self.interface.attention_bias(v.shape[1]))
+        attended = gates @ v                                                      # [n, C, d]
+        out = {"anchor_cos": _mean_pairwise_cos(self.anchors()),
+               "class_embedding_cos": sum(_mean_pairwise_cos(e) for e in q + attended) / len(images)
+               if len(images) else None,
+               "gate_std": float(gates.std()) if gates.numel() > 1 else None,
+               "query_ratio": float(q.norm(dim=-1).mean() / attended.norm(dim=-1).mean().clamp_min(1e-12))
+               if len(images) else None}
+        f = self.criterion.logits(ModelOutput(scores.float(), None, {}))
+        known = ~torch.isnan(targets)
+        for name, sel in (("pos", known & (targets > 0.5)), ("neg", known & (targets < 0.5))):
+            vals = f[sel]
+            for p in (10, 50, 90):
+                out[f"logit_{name}_p{p}"] = float(torch.quantile(vals, p / 100)) if vals.numel() else None
         return out
 
     def training_state(self) -> dict:

@@ -25,6 +25,7 @@ OP_MEMBERSHIP = "fuzzy_membership"
 OP_LOSS = "fuzzy_loss"
 KERNELS = ("gaussian", "linear", "cosine", "laplacian", "polynomial")
 REDUCTIONS = ("mean", "sum", "none")
+LOGITS = ("scaled", "log")  # the point loss's logit (reference.fuzzy.point_logit)
 
 
 def _check_e_s_tau(e: torch.Tensor, s: torch.Tensor, tau) -> None:
@@ -103,13 +104,15 @@ def _check_labels(y: torch.Tensor, e: torch.Tensor, mask: torch.Tensor | None) -
 
 def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: float = 1.0,
                logit_scale: float = 10.0, threshold: float = 0.5, smooth: float = 1.0, reduction: str = "mean",
-               *, mask: torch.Tensor | None = None, backend: str | None = None
+               *, mask: torch.Tensor | None = None, logit: str = "scaled", backend: str | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian fuzzy membership fused with FACT's point + set loss.
 
     Args:
         e: [B, C, d]; s: [C, d]; y: [B, C] binary labels (bool/int/float); tau > 0.
-        alpha: weight of the set (fuzzy Jaccard) loss; logit_scale λ and threshold δ form f = λ(μ − δ);
+        alpha: weight of the set (fuzzy Jaccard) loss; logit_scale λ and threshold δ form the point
+        loss's logit, f = λ(μ − δ) for ``logit="scaled"`` or f = λ·log(μ/δ) = λ(−‖e − s‖²/τ − log δ)
+        for ``logit="log"`` (both are 0 where μ = δ);
         smooth: ε of the Jaccard; reduction: "mean" (over B; 0 for an empty batch), "sum" or "none".
         mask: optional bool [B, C], True where the label is observed. Unobserved entries are left
             out of both point-loss sums and of the Jaccard numerator and denominator (their label
@@ -127,8 +130,12 @@ def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: fl
     smooth = check_finite_number("smooth", smooth)
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if logit not in LOGITS:
+        raise ValueError(f"logit must be one of {LOGITS}, got {logit!r}")
+    if logit == "log" and not threshold > 0:
+        raise ValueError(f"threshold must be > 0 for logit='log' (f = λ·log(μ/δ)), got {threshold}")
     tau = tau.reshape(()) if isinstance(tau, torch.Tensor) else tau
-    args = (e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, mask)
+    args = (e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, mask, logit)
     _, fn = resolve(OP_LOSS, backend, e.device, *args)
     return fn(*args)
 
@@ -198,19 +205,23 @@ def _autograd(backward_op):
 
 
 def _fused_loss(loss_op):
-    def run(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, mask=None):
-        # mask is None here: _unmasked sends masked calls to the reference
+    def run(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, mask=None, logit="scaled"):
+        # mask is None and logit is "scaled" here: _unmasked sends the other calls to the reference
         loss, mu, _ = loss_op(e, s, y, _tau_tensor(tau, e), alpha, logit_scale, threshold, smooth, reduction)
         return loss, mu
     return run
 
 
 def _unmasked(reason_fn):
-    """``supports`` of a fused loss: the kernels take no mask, so a masked call goes to the reference."""
+    """``supports`` of a fused loss: the kernels take no mask and compute f = λ(μ − δ) only, so a
+    masked call or ``logit="log"`` goes to the reference."""
     def supports(e, *args):
-        mask = args[8] if len(args) > 8 else None  # (s, y, tau, alpha, λ, δ, ε, reduction, mask)
+        mask = args[8] if len(args) > 8 else None  # (s, y, tau, alpha, λ, δ, ε, reduction, mask, logit)
+        logit = args[9] if len(args) > 9 else "scaled"
         if mask is not None:
             return "the fused fuzzy_loss kernels take no mask (the reference does)"
+        if logit != "scaled":
+            return f"the fused fuzzy_loss kernels compute f = λ(μ − δ) only, not logit={logit!r}"
         return reason_fn(e)
     return supports
 

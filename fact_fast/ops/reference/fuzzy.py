@@ -1,6 +1,8 @@
 """Reference fuzzy membership and FACT's point + set loss (SPEC §2.6–2.7)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -35,15 +37,40 @@ def fuzzy_membership(e: torch.Tensor, s: torch.Tensor, tau, kernel: str = "gauss
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
+LOGITS = ("scaled", "log")
+
+
+def point_logit(mu: torch.Tensor, logit: str, logit_scale: float, threshold: float,
+                log_mu: torch.Tensor | None = None) -> torch.Tensor:
+    """The logit f [B, C] the point loss sees; f = 0 exactly where μ = δ in both forms.
+
+    * ``"scaled"``: f = λ(μ − δ), bounded in [−λδ, λ(1 − δ)].
+    * ``"log"``: f = λ·log(μ/δ); for the gaussian kernel log μ = −‖e − s‖²/τ, unbounded below, so
+      negatives can be pushed as far as the data asks. ``log_mu`` (when given) is log μ computed
+      without the exp, so an underflowed μ still has a finite logit and gradient.
+    """
+    if logit == "scaled":
+        return logit_scale * (mu - threshold)
+    if logit == "log":
+        if log_mu is None:
+            log_mu = torch.log(mu.clamp_min(torch.finfo(mu.dtype).tiny))
+        return logit_scale * (log_mu - math.log(threshold))
+    raise ValueError(f"logit must be one of {LOGITS}, got {logit!r}")
+
+
 def point_set_loss(mu: torch.Tensor, y: torch.Tensor, alpha: float, logit_scale: float, threshold: float,
-                   smooth: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+                   smooth: float, mask: torch.Tensor | None = None, logit: str = "scaled",
+                   log_mu: torch.Tensor | None = None, logit_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample L_point + α·L_set from memberships μ [B, C] and binary labels y [B, C] -> [B].
 
-    ``mask`` (optional bool [B, C], True = label observed) drops the other entries from both
+    The point loss is ZLPR on the logit of :func:`point_logit`; the set loss is 1 − the fuzzy
+    Jaccard of μ. ``mask`` (optional bool [B, C], True = label observed) drops the other entries from both
     point-loss sums and from the Jaccard numerator and denominator; their gradient is exactly 0
     and their label value is never read (it may be NaN). A row with no observed entry gives 0.
     """
-    f = logit_scale * (mu - threshold)
+    f = point_logit(mu, logit, logit_scale, threshold, log_mu)
+    if logit_bias is not None:
+        f = f + logit_bias.to(f.dtype)
     pos = y > 0.5
     neg = ~pos
     if mask is not None:
@@ -81,7 +108,8 @@ def reduce_loss(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: float = 1.0,
                logit_scale: float = 10.0, threshold: float = 0.5, smooth: float = 1.0,
-               reduction: str = "mean", mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               reduction: str = "mean", mask: torch.Tensor | None = None,
+               logit: str = "scaled") -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian membership + point/set loss. Returns (loss, μ [B, C]); loss per ``reduction``.
 
     ``mask``: optional bool [B, C], True where the label is observed (see :func:`point_set_loss`);
@@ -89,6 +117,7 @@ def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: fl
     """
     compute = torch.float64 if e.dtype == torch.float64 else torch.float32
     tau_c = tau.to(compute) if isinstance(tau, torch.Tensor) else tau
-    mu = fuzzy_membership(e.to(compute), s.to(compute), tau_c)
-    loss = reduce_loss(point_set_loss(mu, y, alpha, logit_scale, threshold, smooth, mask), reduction)
+    log_mu = -_sq_dist(e.to(compute), s.to(compute)) / tau_c
+    mu = torch.exp(log_mu)
+    loss = reduce_loss(point_set_loss(mu, y, alpha, logit_scale, threshold, smooth, mask, logit, log_mu), reduction)
     return loss, mu.to(e.dtype)
