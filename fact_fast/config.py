@@ -16,6 +16,7 @@ from typing import Any, Sequence
 __all__ = ["TrainConfig", "build_parser", "parse_config", "load_config_file", "model_overrides"]
 
 BACKEND_CHOICES = ("auto", "reference", "cpu", "cuda", "triton")
+LOGGER_CHOICES = ("none", "tensorboard", "wandb", "mlflow")
 
 
 def _opt(default, help: str, choices: Sequence | None = None, metavar: str | None = None, flag: str | None = None):
@@ -117,6 +118,10 @@ class TrainConfig:
     progress: bool = _opt(True, "tqdm progress bars (off automatically when stderr is not a TTY)")
     nvtx: bool = _opt(False, "NVTX ranges around each stage for Nsight (CUDA only)")
     compile: bool = _opt(False, "torch.compile the model")
+    logger: str = _opt("none", "live training curves beside metrics.jsonl: none, tensorboard (event files in "
+                               "OUT/tensorboard), wandb (offline unless WANDB_MODE is set) or mlflow (file store "
+                               "OUT/mlruns unless MLFLOW_TRACKING_URI is set); several comma-separated",
+                       metavar="{" + ",".join(LOGGER_CHOICES) + "}")
 
     def __post_init__(self):
         def need(name, ok, what):
@@ -133,6 +138,13 @@ class TrainConfig:
             need(name, lambda v: v >= 0, "non-negative")
         need("min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]")
         need("ema_decay", lambda v: 0 < v < 1, "in (0, 1)")
+        if not isinstance(self.logger, str):
+            raise TypeError(f"--logger must be a string such as 'tensorboard' or 'tensorboard,mlflow', "
+                            f"got {type(self.logger).__name__}")
+        unknown = [n for n in self.logger.split(",") if n.strip().lower() not in LOGGER_CHOICES]
+        if unknown:
+            raise ValueError(f"--logger: unknown logger(s) {unknown}; choose from {', '.join(LOGGER_CHOICES)} "
+                             f"(several comma-separated)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -19,9 +19,49 @@ import torch.nn.functional as F
 from fact_fast.models import MultiLabelModel
 
 __all__ = ["class_heatmaps", "atom_evidence", "overlay", "write_explanations", "check_explainable",
-           "display_scale", "DISPLAY_SIDE"]
+           "display_scale", "parse_explain_classes", "explained_classes", "DISPLAY_SIDE", "NO_POSITIVE"]
 
 DISPLAY_SIDE = 256  # overlay PNGs are enlarged to at least this side for viewing
+NO_POSITIVE = "no positive class"  # what an image without a positive class says under --explain-classes positive
+
+
+def parse_explain_classes(value: str, class_names: list) -> tuple:
+    """The classes ``--explain-classes`` asks for: ``positive`` (those above their threshold),
+    ``top1`` / ``topK`` (the K highest scores, positive or not) or comma-separated class names.
+    Returns ``("positive", None)``, ``("top", K)`` or ``("names", [class index, ...])``; raises
+    ValueError naming the option for a K outside 1..C or an unknown class name."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"--explain-classes must be positive, top1, topK or class names, got {value!r}")
+    value = value.strip()
+    if value == "positive":
+        return "positive", None
+    top = re.fullmatch(r"top(\d+)", value)
+    if top:
+        k = int(top.group(1))
+        if not 1 <= k <= len(class_names):
+            raise ValueError(f"--explain-classes {value}: K must be between 1 and the model's {len(class_names)} "
+                             f"classes")
+        return "top", k
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in class_names]
+    if unknown or not names:
+        raise ValueError(f"--explain-classes: unknown class name(s) {unknown or [value]}; expected positive, "
+                         f"top1, topK or names from {list(class_names)}")
+    return "names", [class_names.index(n) for n in dict.fromkeys(names)]
+
+
+def explained_classes(scores: np.ndarray, thresholds: np.ndarray, selection: tuple) -> list:
+    """Class indices to explain for one image: ``scores`` float ``[C]``, ``thresholds`` float64
+    ``[C]``, ``selection`` from :func:`parse_explain_classes`. Positive classes in class order,
+    top-K by descending score (ties by class order), names in the order given."""
+    from fact_fast.predict import positive_calls
+
+    kind, arg = selection
+    if kind == "positive":
+        return [int(c) for c in np.flatnonzero(positive_calls(np.asarray(scores)[None], thresholds)[0])]
+    if kind == "top":
+        return [int(c) for c in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:arg]]
+    return list(arg)
 
 
 class _ScoresAsLogits(torch.nn.Module):
@@ -109,42 +149,49 @@ def _slug(text: str) -> str:
 
 
 def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndarray, thresholds: np.ndarray,
-                       out_dir: str) -> int:
-    """For each ``(row, name, image [3, S, S])`` of ``items`` and each positive class of
-    ``scores[row]`` (``score > threshold``, as ``predict``), an overlay PNG
+                       out_dir: str, classes: str | tuple = "positive") -> int:
+    """For each ``(row, name, image [3, S, S])`` of ``items`` and each class that ``classes`` picks
+    for ``scores[row]`` (an ``--explain-classes`` value or a :func:`parse_explain_classes` result;
+    default: the positive classes, ``score > threshold`` as ``predict``), an overlay PNG
     ``<row>_<image>__<class>.png``: the model input with the heatmap, enlarged by
     :func:`display_scale`, colours spanning the map's own minimum..maximum (kept as
     ``heat_range``). Plus ``explanations.json``: per image the method, the feature grid (h, w) the
-    map comes from, and per positive class its score, threshold, PNG, ``peak_xy`` (where the evidence
+    map comes from, ``positives`` (the names of its positive classes) and ``classes``: per explained
+    class its score, threshold, whether it is positive, PNG, ``peak_xy`` (where the evidence
     peaks, in model-input pixels, x right, y down: the centre of the hottest feature cell when the
     model gives its own map, else the hottest pixel) and, for FACT, the codebook ``atoms`` that
-    carried the evidence. Returns the number of PNGs written."""
+    carried the evidence. An image with nothing to explain (no positive class) gets a ``note``
+    saying so instead. Returns the number of PNGs written."""
     from PIL import Image
 
     from fact_fast.predict import positive_calls
 
-    os.makedirs(out_dir, exist_ok=True)
     class_names = list(ckpt["class_names"])
+    selection = parse_explain_classes(classes, class_names) if isinstance(classes, str) else classes
+    os.makedirs(out_dir, exist_ok=True)
     factor = display_scale(pipeline.image_size)
     records, written = [], 0
     for row, name, img in items:
-        positives = [int(c) for c in np.flatnonzero(positive_calls(scores[row:row + 1], thresholds)[0])]
-        if not positives:
-            records.append({"image": name, "row": row, "positives": []})
+        positive = positive_calls(scores[row:row + 1], thresholds)[0]
+        chosen = explained_classes(scores[row], thresholds, selection)
+        base = {"image": name, "row": row, "positives": [class_names[c] for c in np.flatnonzero(positive)]}
+        if not chosen:
+            records.append({**base, "classes": [],
+                            "note": f"{NO_POSITIVE}: no score passed its threshold (--explain-classes top1 "
+                                    f"explains the highest-scoring class)"})
             continue
-        heats, extras = class_heatmaps(model, img, positives)
+        heats, extras = class_heatmaps(model, img, chosen)
         S = img.shape[-1]
         rgb = _to_rgb(img, pipeline.mean, pipeline.std)
         big_rgb = np.asarray(Image.fromarray((rgb * 255).round().astype(np.uint8)).resize(
             (S * factor, S * factor), Image.BICUBIC), dtype=np.float32) / 255.0
         big_heats = F.interpolate(torch.from_numpy(heats).unsqueeze(0), scale_factor=factor, mode="bilinear",
                                   align_corners=False)[0].clamp(0, 1).numpy()
-        entry = {"image": name, "row": row, "method": extras["method"], "input_size": int(S),
-                 "png_scale": factor, "positives": []}
+        entry = {**base, "method": extras["method"], "input_size": int(S), "png_scale": factor, "classes": []}
         if extras.get("maps") is not None:
             entry["grid_hw"] = list(extras["maps"].shape[-2:])
         stem = f"{row:05d}_{_slug(os.path.splitext(os.path.basename(str(name)))[0])}"
-        for j, c in enumerate(positives):
+        for j, c in enumerate(chosen):
             png = f"{stem}__{_slug(class_names[c])}.png"
             lo, hi = float(heats[j].min()), float(heats[j].max())
             shown = (big_heats[j] - lo) / (hi - lo) if hi > lo else np.zeros_like(big_heats[j])
@@ -157,10 +204,11 @@ def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndar
             else:
                 y, x = np.unravel_index(int(np.argmax(heats[j])), heats[j].shape)
             item = {"class": class_names[c], "score": float(scores[row, c]), "threshold": float(thresholds[c]),
-                    "heatmap": png, "peak_xy": [int(x), int(y)], "heat_range": [lo, hi]}
+                    "positive": bool(positive[c]), "heatmap": png, "peak_xy": [int(x), int(y)],
+                    "heat_range": [lo, hi]}
             if extras.get("codes") is not None:
                 item["atoms"] = atom_evidence(extras["maps"][j], extras["codes"])
-            entry["positives"].append(item)
+            entry["classes"].append(item)
         records.append(entry)
     with open(os.path.join(out_dir, "explanations.json"), "w") as fh:
         json.dump(records, fh, indent=1)

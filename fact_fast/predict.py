@@ -32,7 +32,10 @@ The output (CSV, or JSON with ``--format json``) has one row per image, in input
 defines its thresholds. ``--thresholds``: ``fixed`` (the model's default: δ for FACT, 0.5 for
 sigmoid models) or the per-class thresholds chosen on the validation split at training time,
 ``val-f1`` (F1-optimal) or ``val-youden`` (Youden's J). ``--explain DIR`` writes heatmap overlays
-per image and positive class (see :mod:`fact_fast.explain`).
+per image for the classes ``--explain-classes`` picks: ``positive`` (default), ``top1``/``topK`` (the
+highest scores, positive or not) or comma-separated class names (see :mod:`fact_fast.explain`); the
+output then has an ``explained`` column: the classes explained, ``no positive class``, or why the
+image was not explained.
 """
 from __future__ import annotations
 
@@ -221,9 +224,14 @@ def thresholds_of(ckpt: dict, mode: str, num_classes: int) -> np.ndarray:
 
 
 def write_predictions(path: str, fmt: str, names: list, scores: np.ndarray, errors: list, class_names: list,
-                      thresholds: np.ndarray, meta: dict | None = None) -> None:
-    """CSV or JSON (``fmt``) with one row per image (see the module docstring)."""
+                      thresholds: np.ndarray, meta: dict | None = None, extra: dict | None = None) -> None:
+    """CSV or JSON (``fmt``) with one row per image (see the module docstring); ``extra`` maps
+    further column names to one string per image, appended after ``positives``."""
     pos = positive_calls(scores, thresholds)
+    extra = extra or {}
+    for column, values in extra.items():
+        if len(values) != len(names):
+            raise ValueError(f"extra column {column!r} has {len(values)} values for {len(names)} images")
     rows = []
     for k, name in enumerate(names):
         ok = not errors[k]
@@ -231,6 +239,7 @@ def write_predictions(path: str, fmt: str, names: list, scores: np.ndarray, erro
         row.update({f"score:{c}": float(scores[k, j]) if ok else None for j, c in enumerate(class_names)})
         row.update({f"positive:{c}": int(pos[k, j]) if ok else None for j, c in enumerate(class_names)})
         row["positives"] = "|".join(c for j, c in enumerate(class_names) if ok and pos[k, j])
+        row.update({column: values[k] for column, values in extra.items()})
         rows.append(row)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if fmt == "json":
@@ -239,12 +248,30 @@ def write_predictions(path: str, fmt: str, names: list, scores: np.ndarray, erro
                        "predictions": rows}, fh, indent=1)
         return
     fieldnames = (["path", "error"] + [f"score:{c}" for c in class_names] + [f"positive:{c}" for c in class_names]
-                  + ["positives"])
+                  + ["positives"] + list(extra))
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fieldnames)
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+
+
+def _explained_column(scores: np.ndarray, errors: list, thresholds: np.ndarray, class_names: list, selection: tuple,
+                      explained_rows: set, max_explain: int) -> list:
+    """Per image, what ``--explain`` did: the classes explained joined by ``|``, ``no positive
+    class``, or why the image was not explained."""
+    from fact_fast.explain import NO_POSITIVE, explained_classes
+
+    column = []
+    for k in range(len(errors)):
+        if errors[k]:
+            column.append("not explained: not scored")
+        elif k not in explained_rows:
+            column.append(f"not explained: beyond --max-explain {max_explain}")
+        else:
+            chosen = explained_classes(scores[k], thresholds, selection)
+            column.append("|".join(class_names[c] for c in chosen) if chosen else NO_POSITIVE)
+    return column
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decision thresholds: the model's default, or per-class ones chosen on validation "
                         "(F1-optimal / Youden's J) at training time (default: fixed)")
     p.add_argument("--explain", metavar="DIR", default=None,
-                   help="write heatmap overlays (PNG) per image and positive class into DIR")
+                   help="write heatmap overlays (PNG) per image and explained class into DIR")
+    p.add_argument("--explain-classes", default=None, metavar="{positive,top1,topK,NAMES}",
+                   help="classes --explain shows per image: positive (those above their threshold; the "
+                        "default), top1 / topK (the K highest scores, positive or not) or comma-separated "
+                        "class names")
     p.add_argument("--max-explain", type=int, default=100, metavar="N",
                    help="explain at most the first N scored images (default: 100)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
@@ -290,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-explain must be >= 0")
     fmt = args.format or ("json" if args.out.lower().endswith(".json") else "csv")
     explain = args.explain is not None
+    if args.explain_classes is not None and not explain:
+        parser.error("--explain-classes needs --explain DIR")
     try:
         model, ckpt = load_trained_model(args.checkpoint, args.device)
         class_names = list(ckpt["class_names"])
@@ -298,9 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths, splits = resolve_inputs(args.inputs, class_names)
         datasets = [checkpoint_dataset(ckpt, split, args.data_root) for split in splits]
         if explain:
-            from fact_fast.explain import check_explainable
+            from fact_fast.explain import check_explainable, parse_explain_classes
 
             check_explainable(model)
+            selection = parse_explain_classes(args.explain_classes or "positive", class_names)
     except (CheckpointError, ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -319,16 +353,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             chunks.append(s)
         scores = np.concatenate(chunks) if chunks else np.zeros((0, len(class_names)), np.float32)
         meta = {"checkpoint": ckpt["_path"], "threshold_mode": args.thresholds}
-        write_predictions(args.out, fmt, names, scores, errors, class_names, thresholds, meta)
+        extra = {"explained": _explained_column(scores, errors, thresholds, class_names, selection,
+                                                {k for k, _ in kept}, args.max_explain)} if explain else None
+        write_predictions(args.out, fmt, names, scores, errors, class_names, thresholds, meta, extra)
         n_err = sum(1 for e in errors if e)
         print(f"wrote {args.out}: {len(names)} images, {len(names) - n_err} scored, {n_err} not scored"
               + (f" (see the 'error' column, e.g. {next(e for e in errors if e)})" if n_err else ""))
         if explain:
-            from fact_fast.explain import write_explanations
+            from fact_fast.explain import NO_POSITIVE, write_explanations
 
             written = write_explanations(model, ckpt, pipeline, [(k, names[k], img) for k, img in kept], scores,
-                                         thresholds, args.explain)
-            print(f"wrote {written} heatmaps to {args.explain}")
+                                         thresholds, args.explain, selection)
+            silent = sum(1 for v in extra["explained"] if v == NO_POSITIVE)
+            print(f"wrote {written} heatmaps to {args.explain}"
+                  + (f"; {silent} of {len(kept)} images have no positive class (--explain-classes top1 shows "
+                     f"where the model looks for its highest-scoring class)" if silent else ""))
     return 0 if len(names) > n_err else 1
 
 

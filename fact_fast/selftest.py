@@ -13,12 +13,14 @@ reference under the tolerance tables the test suite uses (:mod:`fact_fast.ops.to
 It prints one row per op × backend × dtype (cases passed, the worst error as a fraction of its
 bound, the largest absolute error, forward+backward time of the fused op and of the reference)
 and exits non-zero if any check fails. On CPU the Triton backend runs in its interpreter
-(TRITON_INTERPRET=1, set here unless ``--no-triton-interpreter``); its times mean nothing there.
+(TRITON_INTERPRET=1, set here before Triton is first imported, unless ``--no-triton-interpreter``);
+its times mean nothing there.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -32,8 +34,27 @@ from typing import Callable, Iterable
 
 import torch
 
-from fact_fast import __version__, _extension, ops
-from fact_fast.ops import tolerances
+from fact_fast import __version__, _extension
+
+
+class _ImportedOnUse:
+    """A module imported at its first attribute access.
+
+    ``fact_fast.ops`` imports ``torch._dynamo``, which imports ``triton.language``, and ``triton.jit``
+    decides when each function is defined whether it is compiled or interpreted: importing the ops
+    before :func:`main` has set ``TRITON_INTERPRET`` leaves Triton's own library functions compiled,
+    and every interpreted kernel that calls one fails.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+ops = _ImportedOnUse("fact_fast.ops")
+tolerances = _ImportedOnUse("fact_fast.ops.tolerances")
 
 OPS = ("vq_nearest", "vq_quantize", "gcn_propagate", "sigmoid_attention", "sigmoid_interface",
        "fuzzy_membership", "fuzzy_loss")
@@ -572,7 +593,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
     if device.type == "cpu" and not args.no_triton_interpreter:
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel module is imported
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before fact_fast.ops (and so triton) is imported
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     ops_ = _subset(args.ops, OPS, "op", OPS)

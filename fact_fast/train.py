@@ -35,7 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
     from fact_fast.engine import fit, fit_seeds
+    from fact_fast.engine.loggers import require_logger_packages
 
+    try:
+        require_logger_packages(cfg.logger)
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     info = du.init_distributed(cfg.device)
     try:
         with ops.use_backend(cfg.backend):

@@ -34,6 +34,25 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def check_interpreter(kernel) -> None:
+    """Raise a clear error when ``TRITON_INTERPRET=1`` came too late for ``kernel`` to be interpreted.
+
+    ``triton.jit`` makes each function compiled or interpreted when its module is imported, and
+    ``triton.language`` is imported early and indirectly (``torch._dynamo`` imports it). Set after
+    that, the variable yields kernels whose calls to Triton's own library functions fail deep in
+    the interpreter with "Cannot call @triton.jit'd outside of the scope of a kernel".
+    """
+    from triton.language import standard
+    from triton.runtime.interpreter import InterpretedFunction
+    library = getattr(standard, "cdiv", None)
+    if not isinstance(kernel, InterpretedFunction) or (library is not None
+                                                        and not isinstance(library, InterpretedFunction)):
+        raise RuntimeError(
+            "TRITON_INTERPRET=1 was set after triton was imported, so Triton's functions were compiled, not "
+            "interpreted, and the kernels cannot run on CPU tensors. Set it before Python starts "
+            "(export TRITON_INTERPRET=1) or before importing fact_fast.ops or torch._dynamo.")
+
+
 def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
     """Make ``device`` current while a kernel is launched (nothing to do for CPU tensors)."""
     if device.type == "cuda":
@@ -57,6 +76,8 @@ def launch(kernel, grid: tuple | Callable[[dict], tuple], *args, configs: Sequen
     it depends on the chosen block sizes, a function of them.
     """
     device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    if interpreting():
+        check_interpreter(kernel)
     with device_guard(device):
         if len(configs) == 1 or interpreting():
             block, warps, stages = configs[0]

@@ -18,22 +18,71 @@ def _run(tmp_path, *args):
     return code, json.loads(out.read_text())
 
 
-def test_quick_selftest_passes_here(tmp_path, capsys):
-    code, doc = _run(tmp_path, "--quick")
-    printed = capsys.readouterr().out
-    assert code == 0, printed
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _clean_env(**extra) -> dict:
+    """A plain shell's environment: no TRITON_INTERPRET (or anything else) inherited from this process."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+           "PYTHONPATH": REPO, "FACT_FAST_REQUIRE_EXTENSION": os.environ.get("FACT_FAST_REQUIRE_EXTENSION", "0")}
+    return {**env, **extra}
+
+
+def test_quick_selftest_passes_from_a_plain_shell(tmp_path):
+    # Exactly the README's command, from a shell that has not exported TRITON_INTERPRET: the selftest
+    # itself must switch the interpreter on before Triton is imported.
+    out = tmp_path / "selftest.json"
+    done = subprocess.run([sys.executable, "-m", "fact_fast.selftest", "--quick", "--json", str(out)],
+                          capture_output=True, text=True, env=_clean_env(), cwd=tmp_path, timeout=600)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed
+    doc = json.loads(out.read_text())
     assert doc["complete"] and doc["summary"]["failed"] == 0 and doc["summary"]["errors"] == 0
     results = doc["results"]
     assert {r["op"] for r in results} == set(selftest.OPS)
     expected = {"cpu"} if _extension.has_kernel("vq_nearest", "cpu") else set()
-    expected |= {"triton"} if "triton" in doc["environment"]["backends"]["vq_nearest"] else set()
-    assert {r["backend"] for r in results} == expected and expected
+    if doc["environment"]["device"] == "cpu":
+        assert doc["environment"]["triton_interpret"]
+        assert "triton" in doc["environment"]["backends"]["vq_nearest"]
+        expected.add("triton")
+    elif "triton" in doc["environment"]["backends"]["vq_nearest"]:
+        expected.add("triton")
+    assert {r["backend"] for r in results} >= expected and expected
     assert {r["case"] for r in results} == set(selftest.QUICK_CASES)
     assert {r["dtype"] for r in results} == set(selftest.QUICK_DTYPES)
     assert all(r["status"] == "pass" and r["worst_ratio"] <= 1 for r in results)
     for line in ("torch", "triton", "fact_fast._C", "backends"):
         assert line in printed
+    table = done.stdout.split(selftest.HEADER, 1)[1].split("\n\n", 1)[0]  # the result rows, up to the totals
+    rows = [line.split() for line in table.splitlines() if line.split()[:1] and line.split()[0] in selftest.OPS]
+    groups = {(r["op"], r["backend"], r["dtype"]) for r in results}
+    assert len(rows) == len(groups) and {(row[0], row[1], row[2]) for row in rows} == groups
+    assert all(row[4] == "PASS" for row in rows), done.stdout
     assert "FAIL" not in printed
+
+
+def test_an_interpreter_switched_on_too_late_is_a_clear_error(tmp_path):
+    # Importing fact_fast.ops imports triton.language compiled; exporting the variable afterwards
+    # cannot make it interpreted, and the launch must say why instead of failing inside Triton.
+    script = (
+        "import os, torch\n"
+        "from fact_fast import ops\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "z = torch.randn(5, 4)\n"
+        "try:\n"
+        "    ops.vq_nearest(z, torch.randn(3, 4), backend='triton')\n"
+        "except RuntimeError as err:\n"
+        "    print('ERROR', err)\n"
+        "else:\n"
+        "    print('RAN')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_clean_env(),
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if torch.cuda.is_available():
+        pytest.skip("with a GPU the variable is never needed")
+    assert done.stdout.startswith("ERROR"), done.stdout + done.stderr
+    assert "TRITON_INTERPRET=1 was set after triton was imported" in done.stdout
+    assert "outside of the scope of a kernel" not in done.stdout
 
 
 def _break(monkeypatch, op, backend, fn):

@@ -11,6 +11,8 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,8 @@ from fact_fast import export, predict, report, train
 from fact_fast.data import ImagePipeline
 from fact_fast.engine import (TEST_SCORES_FILE, checkpoint_dataset, load_scores, load_trained_model,
                               score_checkpoint_split)
-from fact_fast.explain import DISPLAY_SIDE, class_heatmaps, display_scale, overlay, write_explanations
+from fact_fast.explain import (DISPLAY_SIDE, class_heatmaps, display_scale, overlay, parse_explain_classes,
+                               write_explanations)
 from fact_fast.metrics import choose_thresholds, compute_metrics
 from fact_fast.models import ModelOutput, MultiLabelModel, TaskInfo, create_model, register_model
 from fact_fast.utils.checkpoint import load_checkpoint
@@ -256,9 +259,12 @@ def test_explain_writes_overlays_and_json(run, images_dir, tmp_path, request):
     rows = {os.path.basename(r["path"]): r for r in read_csv(out)}
     n_png = 0
     for r in records:
-        assert [p["class"] for p in r["positives"]] == [c for c in rows[os.path.basename(r["image"])][
-            "positives"].split("|") if c]
-        for p in r["positives"]:
+        row = rows[os.path.basename(r["image"])]
+        assert r["positives"] == [c for c in row["positives"].split("|") if c]
+        assert [p["class"] for p in r["classes"]] == r["positives"]  # the default: the positive classes
+        assert row["explained"] == ("|".join(r["positives"]) or "no positive class")
+        for p in r["classes"]:
+            assert p["positive"]
             n_png += 1
             with Image.open(expl / p["heatmap"]) as im:
                 assert im.size == (64 * display_scale(64),) * 2 and im.mode == "RGB"
@@ -269,6 +275,108 @@ def test_explain_writes_overlays_and_json(run, images_dir, tmp_path, request):
             else:
                 assert r["method"] == "Grad-CAM"
     assert n_png == len([f for f in os.listdir(expl) if f.endswith(".png")]) > 0
+
+
+@pytest.fixture(scope="module")
+def weak_run(tmp_path_factory):
+    """FACT after 5 optimizer steps: too early for any membership to pass δ."""
+    out = str(tmp_path_factory.mktemp("weak_run"))
+    assert train.main(TINY + ["--model", "fact_test", "--epochs", "2", "--max-steps", "5", "--out", out]) == 0
+    return out
+
+
+def test_explain_classes_top1_from_the_command_line(weak_run, tmp_path):
+    """As a user runs it, from a plain shell: one heatmap per test image, of its highest-scoring class."""
+    out, expl = tmp_path / "pred.csv", tmp_path / "expl"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+           "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "fact_fast.predict", weak_run, "dataset:test", "--explain",
+                           str(expl), "--explain-classes", "top1", "--out", str(out)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = load_checkpoint(os.path.join(weak_run, "best.pt"))["class_names"]
+    rows = read_csv(out)
+    n = len(checkpoint_dataset(load_checkpoint(os.path.join(weak_run, "best.pt")), "test"))
+    assert len(rows) == n > 0 and all(r["error"] == "" for r in rows)
+    records = json.loads((expl / "explanations.json").read_text())
+    pngs = sorted(f for f in os.listdir(expl) if f.endswith(".png"))
+    assert len(records) == len(pngs) == n
+    assert f"wrote {n} heatmaps" in done.stdout
+    for k, (row, record) in enumerate(zip(rows, records)):
+        scores = np.array([float(row[f"score:{c}"]) for c in names])
+        top = names[int(np.argmax(scores))]
+        (item,) = record["classes"]
+        assert record["row"] == k and item["class"] == top == row["explained"]
+        assert item["positive"] == (row[f"positive:{top}"] == "1")
+        assert item["heatmap"] in pngs and item["heatmap"].endswith(f"__{top}.png")
+    # a 5-step model calls nothing positive: the default would have shown nothing at all
+    assert all(r["positives"] == "" for r in rows)
+
+
+@pytest.mark.parametrize("run", ["fact_run", "pool_run"])
+def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
+    """positive / topK / names, for FACT's interface attention and for Grad-CAM alike."""
+    run_dir = request.getfixturevalue(run)
+    model, ckpt = load_trained_model(os.path.join(run_dir, "best.pt"))
+    names = ckpt["class_names"]
+    pipeline = ImagePipeline.from_dict(ckpt["preprocessing"])
+    ds = checkpoint_dataset(ckpt, "test")
+    images = [ds[i][0] for i in range(2)]
+    with torch.no_grad():
+        scores = model(torch.stack(images)).scores.numpy()
+    items = [(i, f"img{i}", images[i]) for i in range(2)]
+    # image 0: exactly its highest-scoring class is positive; image 1: nothing passes
+    top0 = int(np.argmax(scores[0]))
+    thresholds = np.full(len(names), 2.0)
+    thresholds[top0] = np.nextafter(float(scores[0, top0]), -np.inf)
+    assert scores[1, top0] <= thresholds[top0], "pick test images whose scores differ"
+
+    expl = tmp_path / "positive"
+    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl)) == 1
+    first, second = json.loads((expl / "explanations.json").read_text())
+    assert first["positives"] == [names[top0]] and [p["class"] for p in first["classes"]] == [names[top0]]
+    assert second["positives"] == [] and second["classes"] == []
+    assert second["note"].startswith("no positive class")
+    assert sorted(os.listdir(expl)) == sorted(["explanations.json", first["classes"][0]["heatmap"]])
+
+    expl = tmp_path / "top3"
+    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl), "top3") == 6
+    records = json.loads((expl / "explanations.json").read_text())
+    for i, record in enumerate(records):
+        order = sorted(range(len(names)), key=lambda c: (-float(scores[i, c]), c))[:3]
+        assert [p["class"] for p in record["classes"]] == [names[c] for c in order]
+        assert [p["positive"] for p in record["classes"]] == [i == 0 and c == top0 for c in order]
+        # the drawn map is that class's own map: its range matches class_heatmaps for the class
+        for p, c in zip(record["classes"], order):
+            (heat,), _ = class_heatmaps(model, images[i], [c])
+            assert p["heat_range"] == pytest.approx([float(heat.min()), float(heat.max())], abs=1e-6)
+
+    expl = tmp_path / "names"
+    wanted = [names[-1], names[0]]
+    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl), ",".join(wanted)) == 4
+    for record in json.loads((expl / "explanations.json").read_text()):
+        assert [p["class"] for p in record["classes"]] == wanted
+        assert record["method"] == ("interface attention" if run == "fact_run" else "Grad-CAM")
+
+
+def test_explain_classes_bad_values_name_the_option(fact_run, images_dir, tmp_path, capsys):
+    names = load_checkpoint(os.path.join(fact_run, "best.pt"))["class_names"]
+    for bad, message in (("top0", "K must be between 1"), (f"top{len(names) + 1}", "K must be between 1"),
+                         ("Effusion,Nodulee", "unknown class name(s) ['Nodulee']"), ("", "--explain-classes"),
+                         ("best", "unknown class name(s) ['best']")):
+        with pytest.raises(ValueError, match="--explain-classes") as err:
+            parse_explain_classes(bad, names)
+        assert message in str(err.value)
+    assert parse_explain_classes("top1", names) == ("top", 1)
+    assert parse_explain_classes(f"{names[2]}, {names[0]}", names) == ("names", [2, 0])
+    out = str(tmp_path / "p.csv")
+    assert predict.main([fact_run, str(images_dir), "--out", out, "--explain", str(tmp_path / "e"),
+                         "--explain-classes", "top0"]) == 2
+    assert "--explain-classes top0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        predict.main([fact_run, str(images_dir), "--out", out, "--explain-classes", "top1"])
+    assert exit_.value.code == 2 and "--explain-classes needs --explain" in capsys.readouterr().err
 
 
 def _planted_image(path, side=128, square=(80, 16, 16)):
@@ -291,7 +399,7 @@ def _explain_planted(model, tmp_path, pipeline, class_names):
     assert write_explanations(model, {"class_names": class_names}, pipeline, [(0, str(path), kept[0])], scores,
                               thresholds, str(tmp_path / "expl")) == 1
     (record,) = json.loads((tmp_path / "expl" / "explanations.json").read_text())
-    (p,) = record["positives"]
+    (p,) = record["classes"]
     return record, p, (x0, y0, s), kept[0]
 
 

@@ -10,6 +10,7 @@ Output directory of a run::
     best.pt              best validation epoch of the final stage (what evaluate/predict use)
     metrics_test.json    test metrics of best.pt
     scores_test.npz      test scores and targets of best.pt (what ``fact_fast.report`` draws)
+    tensorboard/, wandb/, mlruns/   with ``--logger`` (:mod:`fact_fast.engine.loggers`)
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from fact_fast.utils.checkpoint import (BEST, LAST, atomic_save, capture_rng_sta
 
 from .data import RunData, build_run_data, make_loader, set_loader_epoch, split_batch, stage_dataset
 from .evaluation import TEST_SCORES_FILE, compute_split_metrics, jsonable, save_scores
+from .loggers import open_loggers
 from .loop import autocast_for, score_loader, train_one_epoch
 from .optim import build_optimizer, cosine_warmup_lambda
 
@@ -42,7 +44,7 @@ __all__ = ["fit", "CHECKPOINT_VERSION", "RESUMABLE_OVERRIDES"]
 CHECKPOINT_VERSION = 2
 # Options that may differ from the checkpointed run when resuming (everything else is restored).
 RESUMABLE_OVERRIDES = {"epochs", "device", "backend", "workers", "threads", "progress", "nvtx", "eval_test",
-                       "max_steps", "data_root", "eval_batch_size", "out", "compile", "cache_dir"}
+                       "max_steps", "data_root", "eval_batch_size", "out", "compile", "cache_dir", "logger"}
 
 
 def log(msg: str, info: du.DistInfo | None = None) -> None:
@@ -334,6 +336,7 @@ class _Run:
                        **{f"val_{k}": v for k, v in summary.items()}, **stats, **diag, "seconds": secs}
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(jsonable(row)) + "\n")
+                self.loggers.log_row(row)
                 extra = "".join(f" | {k} {v:.3g}" for k, v in stats.items())
                 log(f"{stage.name} epoch {epoch + 1:3d}/{epochs} | loss {losses.get('total', float('nan')):.4f} | "
                     f"val {cfg.select_metric} {100 * value:.2f}{extra} | {secs:.1f}s" + (" *" if improved else ""),
@@ -367,11 +370,14 @@ class _Run:
             if self.info.is_main and os.path.isfile(os.path.join(self.out, "metrics.jsonl")):
                 os.remove(os.path.join(self.out, "metrics.jsonl"))  # a new run in an old directory
         fresh = self.ckpt is None
+        self.loggers = open_loggers(self.cfg.logger, self.out, self.info.is_main)
         for k, si in enumerate(self.stage_indices[start:]):
             self.run_stage(si, first=fresh and k == 0 and si == 0)
         result = {"out": self.out}
         if self.cfg.eval_test:
             result["test"] = self.evaluate_best()
+            self.loggers.log_test(result["test"])
+        self.loggers.close()
         log(f"done in {time.time() - self.t0:.1f}s; outputs in {self.out}", self.info)
         return result
 
