@@ -150,6 +150,24 @@ def _grid(n: int, ncols: int) -> tuple[int, int]:
     return int(math.ceil(n / ncols)), ncols
 
 
+# FACT's head diagnostics (FACT.diagnostics) drawn together: how alike the classes are, the
+# interface, and the point loss's logit
+_HEAD_SIMILARITY = ("anchor_cos", "class_embedding_cos", "val_class_score_correlation")
+_INTERFACE = ("gate_std", "query_ratio")
+
+
+def _curve_group(key: str) -> str:
+    if key in _HEAD_SIMILARITY:
+        return "how alike the classes are"
+    if key in _INTERFACE:
+        return "interface gates"
+    if key.startswith("logit_"):
+        return "point-loss logit percentiles"
+    if key.startswith("train_"):
+        return "training losses"
+    return "validation metrics" if key.startswith("val_") else key
+
+
 def fig_training_curves(rows: list):
     """One panel per group of numeric series of the log (losses, validation, lr, each statistic)."""
     plt = _plt()
@@ -162,9 +180,7 @@ def fig_training_curves(rows: list):
                  and not isinstance(v, bool)]
     groups = {}
     for k in keys:
-        name = ("training losses" if k.startswith("train_") else "validation metrics" if k.startswith("val_")
-                else k)
-        groups.setdefault(name, []).append(k)
+        groups.setdefault(_curve_group(k), []).append(k)
     x = np.arange(1, len(rows) + 1)
     stages = [r.get("stage", "") for r in rows]
     nr, nc = _grid(len(groups), 3)
@@ -475,8 +491,12 @@ def build_report(run_dir: str, out_dir: str | None = None, *, thresholds: str = 
         add(fig_training_curves(rows), "training_curves.png", "Training curves",
             "Per epoch of every stage (dotted lines mark a new stage): the training losses (means over the "
             "epoch's batches), the validation metrics used to pick best.pt, the learning rate, and each "
-            "statistic the model logs (for FACT: τ, the width of its fuzzy membership, and how many codebook "
-            "atoms were used and their perplexity), drawn as found in metrics.jsonl.")
+            "statistic the model logs, drawn as found in metrics.jsonl. For FACT: τ, the width of its fuzzy "
+            "membership; how many codebook atoms were used and their perplexity; how alike the classes are "
+            "(mean pairwise cosine of the anchors, cosine between two classes' embeddings E_c in one image, "
+            "correlation between two classes' validation scores: near 1, every class sees the same thing); the "
+            "interface gates' spread and ‖Q‖/‖attended‖ (near 0: a shared mean pool); and the 10th/50th/90th "
+            "percentiles of the point loss's logit over the validation positives and negatives.")
     add(fig_ap_auc_vs_prevalence(names, prevalence, metrics["per_class_ap"], metrics["per_class_auc"],
                                  metrics["per_class_prevalence"]),
         "ap_auc_vs_prevalence.png", "Per-class AP and AUC against prevalence",

@@ -167,3 +167,18 @@ def test_head_probe_without_projection_reads_the_trunk():
     with pytest.raises(ValueError, match="readout"):
         create_model("fact_head_probe", ring_task(C), readout="mlp")
     assert isinstance(model, HeadProbe)
+
+
+def test_report_draws_the_diagnostics_in_groups():
+    from fact_fast.report import fig_training_curves
+
+    rows = [{"epoch": e, "train_total": 1.0 / e, "val_mAP": 0.1 * e, "val_class_score_correlation": 0.9,
+             "anchor_cos": 0.5, "class_embedding_cos": 0.99, "gate_std": 0.01, "query_ratio": 0.1, "tau": 1.2,
+             "logit_pos_p50": -1.0, "logit_neg_p50": -4.0} for e in (1, 2)]
+    fig = fig_training_curves(rows)
+    panels = {ax.get_title(): sorted(line.get_label() for line in ax.get_lines())
+              for ax in fig.axes if ax.get_title()}
+    assert panels["how alike the classes are"] == ["anchor_cos", "class_embedding_cos", "class_score_correlation"]
+    assert panels["interface gates"] == ["gate_std", "query_ratio"]
+    assert panels["point-loss logit percentiles"] == ["logit_neg_p50", "logit_pos_p50"]
+    assert panels["validation metrics"] == ["mAP"] and "tau" in panels
