@@ -24,6 +24,8 @@ class Case:
     baselines: name -> builder(**inputs) returning a zero-argument callable (forward only); a ``note``
         attribute on it is recorded in the JSON (e.g. which SDPA backend really ran).
     loss(output) -> scalar for the forward+backward timing (default: sum of the first float output).
+    variant: what tells apart cases of one op and size that run the same inputs differently (e.g.
+        "logit=log" for fuzzy_loss's point-loss logit); recorded in the JSON when set.
     """
     op: str
     size: str
@@ -34,6 +36,7 @@ class Case:
     loss: Callable[[object], torch.Tensor] | None = None
     cpu_scale: float = 1.0
     bytes_moved: Callable[[dict], int] | None = None  # for achieved bandwidth, when meaningful
+    variant: str = ""
 
 
 def _first_float(out) -> torch.Tensor:
@@ -98,6 +101,8 @@ def run_case(case: Case, backends: list[str], device: torch.device, dtype: torch
     shapes = {k: list(v.shape) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
     result = {"op": case.op, "size": case.size, "dtype": str(dtype).replace("torch.", ""), "scale": scale,
               "shapes": shapes, "results": {}}
+    if case.variant:
+        result["variant"] = case.variant
     loss = case.loss or _first_float
 
     def forward_of(name: str) -> Callable[[], object]:

@@ -2,6 +2,7 @@
 
     python -m benchmarks.run                       # all ops, the inputs' natural device
     python -m benchmarks.run --ops vq_nearest --sizes fact --dtype bfloat16 --device cuda
+    python -m benchmarks.run --ops fuzzy_loss --sizes fact --variants logit=log
     python -m benchmarks.run --out benchmarks/results/cpu_reference.json
 
 On CPU the large cases are scaled down (each case's ``cpu_scale``); the JSON records the scale,
@@ -66,6 +67,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ops", default="all", help="comma-separated op names, or 'all'")
     p.add_argument("--sizes", default="fact,large", help="comma-separated case sizes: fact, large")
+    p.add_argument("--variants", default="all",
+                   help="comma-separated case variants (fuzzy_loss: logit=scaled, logit=log), or 'all'; "
+                        "cases without variants always run")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--backends", default="all",
@@ -89,10 +93,16 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype)
     wanted_ops = None if args.ops == "all" else set(args.ops.split(","))
     sizes = set(args.sizes.split(","))
+    variants = None if args.variants == "all" else set(args.variants.split(","))
+    known = {case.variant for case in all_cases() if case.variant}
+    if variants is not None and variants - known:
+        raise SystemExit(f"--variants: unknown {sorted(variants - known)}; the cases have {sorted(known)}")
     records = []
     env = environment(device)
     for case in all_cases():
         if (wanted_ops and case.op not in wanted_ops) or case.size not in sizes:
+            continue
+        if variants is not None and case.variant and case.variant not in variants:
             continue
         scale = 1.0 if device.type == "cuda" else (args.cpu_scale if args.cpu_scale is not None else case.cpu_scale)
         probe = case.make(device=device, dtype=dtype, scale=scale)
@@ -105,7 +115,8 @@ def main(argv=None) -> int:
         elif args.baselines != "all":
             wanted = [w.strip() for w in args.baselines.split(",") if w.strip()]
             case.baselines = {name: fn for name, fn in case.baselines.items() if any(w in name for w in wanted)}
-        print(f"[{case.op}/{case.size}] backends={backends} baselines={list(case.baselines)} scale={scale}",
+        label = f"{case.op}/{case.size}" + (f"/{case.variant}" if case.variant else "")
+        print(f"[{label}] backends={backends} baselines={list(case.baselines)} scale={scale}",
               file=sys.stderr, flush=True)
         record = run_case(case, backends, device, dtype, scale=scale, warmup=args.warmup, iters=args.iters,
                           max_seconds=args.max_seconds, backward=not args.no_backward)

@@ -281,15 +281,19 @@ def check_fuzzy_loss(backend, dtype, case, device):
     e, s, y, tau, w = _fuzzy_inputs(case, dtype, device, seed=11)
     atol, rtol = tolerances.fuzzy(dtype, device.type)
 
-    def run(name):
+    def run(name, logit):
         ee, ss, tt = leaves(e, s, tau)
-        loss, mu = ops.fuzzy_loss(ee, ss, y, tt, backend=name)
+        loss, mu = ops.fuzzy_loss(ee, ss, y, tt, logit=logit, backend=name)
         total = loss.float().sum() + (mu.float() * w).sum()
         return [loss, mu] + grads([total], [torch.ones_like(total)], [ee, ss, tt])
 
-    got, want = run(backend), run("reference")
-    checks = [close(n, g, r, atol, rtol, torch.float32) for n, g, r in zip(("loss", "mu", "de", "ds", "dtau"), got, want)]
-    return checks, (lambda: run(backend), lambda: run("reference"))
+    checks = []
+    for logit in ("scaled", "log"):  # the point loss's two logits have their own kernel paths
+        got, want = run(backend, logit), run("reference", logit)
+        suffix = "" if logit == "scaled" else " (log logit)"
+        checks += [close(n + suffix, g, r, atol, rtol, torch.float32)
+                   for n, g, r in zip(("loss", "mu", "de", "ds", "dtau"), got, want)]
+    return checks, (lambda: run(backend, "scaled"), lambda: run("reference", "scaled"))
 
 
 def check_fuzzy_membership(backend, dtype, case, device):

@@ -3,7 +3,11 @@
 Forward (``_fuzzy_fwd_kernel``), one program per SAMPLES consecutive samples, classes in tiles of
 BLOCK_C. A program loads each [BLOCK_C, d] tile of s once and uses it for all its samples (a
 [SAMPLES, BLOCK_C, d] tile of e), so s is read B/SAMPLES times instead of B times:
-    dist_c = Σ_k (e_bck − s_ck)² (fp32), μ_c = exp(−dist_c/τ), f_c = λ(μ_c − δ);
+    dist_c = Σ_k (e_bck − s_ck)² (fp32), μ_c = exp(−dist_c/τ), and the point loss's logit
+    f_c = λ(μ_c − δ)                      (LOG_LOGIT off: logit="scaled")
+    f_c = λ(−dist_c/τ − log δ) = λ·log(μ_c/δ)   (LOG_LOGIT on: logit="log"; from dist, not from
+                                          log μ, so an underflowed μ keeps a finite logit);
+    ``shift`` is δ or log δ (computed on the host in double precision);
     point loss = logsumexp([0, f_neg...]) + logsumexp([0, −f_pos...]) with an online max
     (the 0 term starts the running max, so any λ and μ → 0 are stable);
     fuzzy Jaccard J = (Σ yμ + ε) / (Σ y + (1−y)μ + ε).
@@ -13,13 +17,18 @@ BLOCK_C. A program loads each [BLOCK_C, d] tile of s once and uses it for all it
     the last one to arrive sums the per-sample losses in index order.
 
 Backward (``_fuzzy_bwd_kernel``), one program per class c, samples in tiles of BLOCK_B:
-    recompute dist and μ (cheaper than storing them, and bit-for-bit what the forward used up
-    to reduction order), G_bc = g_b·∂L_b/∂μ_bc + grad_μ_bc with
-        ∂L_b/∂μ_bc = λ·exp(f − lse_neg) + α·A/B²    (y = 0)
-                   = −λ·exp(−f − lse_pos) − α/B     (y = 1),
-    de_bc = −2Gμ/τ·(e_bc − s_c), ds_c = −Σ_b de_bc: the program that owns class c adds each
+    recompute dist, μ and f (cheaper than storing them, and bit-for-bit what the forward used up
+    to reduction order). The loss depends on dist and τ only through u = dist/τ, so everything
+    follows from K_bc = −τ·∂L/∂dist_bc. With the point part P = g_b·∂L_point/∂f_bc,
+        P = g·exp(f − lse_neg) (y = 0),   P = −g·exp(−f − lse_pos) (y = 1),
+    and the set part plus the direct μ gradient M = g_b·∂L_set/∂μ_bc + grad_μ_bc,
+        ∂L_set/∂μ = α·num/den² (y = 0),   −α/den (y = 1)   (Jaccard numerator / denominator),
+    K = μ·(λP + M)   for f = λ(μ − δ)     (∂f/∂dist = −λμ/τ),
+    K = λP + μ·M     for f = λ(−dist/τ − log δ)   (∂f/∂dist = −λ/τ: no μ factor, so the point
+                     loss still pulls a positive whose μ underflowed);
+    then de_bc = −2K/τ·(e_bc − s_c), ds_c = −Σ_b de_bc: the program that owns class c adds each
     [BLOCK_B, d] tile of de into a 2-D register accumulator and reduces it over rows once at the
-    end (no cross-warp reduction per tile; deterministic, no atomics), dτ = Σ G μ dist / τ² from
+    end (no cross-warp reduction per tile; deterministic, no atomics), and dτ = Σ K·dist/τ² from
     per-class partials summed in class order by the last program. The upstream gradient g is
     multiplied in-kernel (one FMA per (b, c)); with an autograd tensor there is no free way to
     know that it equals 1.
@@ -30,6 +39,8 @@ and a launch that never finished would leave it non-zero, so the next loss and d
 written. Both kernels also serve ``fuzzy_membership`` (COMPUTE_LOSS / HAS_LOSS off).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -60,8 +71,9 @@ def _take_ticket(counter_ptr):
 
 @triton.jit
 def _fuzzy_fwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, mu_ptr, stats_ptr, loss_ptr, out_ptr, counter_ptr,
-                      B, C, D, alpha, logit_scale, threshold, smooth, out_scale,
-                      COMPUTE_LOSS: tl.constexpr, REDUCE: tl.constexpr, SAMPLES: tl.constexpr,
+                      B, C, D, alpha, logit_scale, shift, smooth, out_scale,
+                      COMPUTE_LOSS: tl.constexpr, REDUCE: tl.constexpr, LOG_LOGIT: tl.constexpr,
+                      SAMPLES: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
     offs_b = tl.program_id(0).to(tl.int64) * SAMPLES + tl.arange(0, SAMPLES).to(tl.int64)
     mask_b = offs_b < B
@@ -92,7 +104,10 @@ def _fuzzy_fwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, mu_ptr, stats_ptr, loss_ptr,
         if COMPUTE_LOSS:
             y = tl.load(y_ptr + cell, mask=mask_bc, other=0).to(tl.float32)
             pos = y > 0.5
-            f = logit_scale * (mu - threshold)
+            if LOG_LOGIT:
+                f = logit_scale * (-dist / tau - shift)
+            else:
+                f = logit_scale * (mu - shift)
             x_neg = tl.where(mask_bc & (~pos), f, float("-inf"))
             x_pos = tl.where(mask_bc & pos, -f, float("-inf"))
             m_new = tl.maximum(m_neg, tl.max(x_neg, axis=1))
@@ -126,8 +141,8 @@ def _fuzzy_fwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, mu_ptr, stats_ptr, loss_ptr,
 
 @triton.jit
 def _fuzzy_bwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, stats_ptr, g_ptr, gmu_ptr, de_ptr, ds_ptr, part_ptr,
-                      counter_ptr, dtau_ptr, B, C, D, g_stride, g_scale, alpha, logit_scale, threshold,
-                      HAS_LOSS: tl.constexpr, HAS_GMU: tl.constexpr,
+                      counter_ptr, dtau_ptr, B, C, D, g_stride, g_scale, alpha, logit_scale, shift,
+                      HAS_LOSS: tl.constexpr, HAS_GMU: tl.constexpr, LOG_LOGIT: tl.constexpr,
                       BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr):
     c = tl.program_id(0).to(tl.int64)
     tau = tl.load(tau_ptr).to(tl.float32)
@@ -145,28 +160,44 @@ def _fuzzy_bwd_kernel(e_ptr, s_ptr, y_ptr, tau_ptr, stats_ptr, g_ptr, gmu_ptr, d
         diff = tl.where(mask, e - s[None, :], 0.0)
         dist = tl.sum(diff * diff, axis=1)
         mu = tl.exp(-dist / tau)
-        grad = tl.zeros([BLOCK_B], dtype=tl.float32)
+        # kdist = K = −τ·∂L/∂dist (see the module docstring) from the point part
+        # pt = λ·g·∂L_point/∂f and the μ side ms = g·∂L_set/∂μ + grad_μ, kept apart because the
+        # log logit's K does not scale pt by μ.
+        pt = tl.zeros([BLOCK_B], dtype=tl.float32)
+        ms = tl.zeros([BLOCK_B], dtype=tl.float32)
         if HAS_LOSS:
             y = tl.load(y_ptr + offs_b * C + c, mask=mask_b, other=0).to(tl.float32)
             lse_neg = tl.load(stats_ptr + offs_b * 4 + 0, mask=mask_b, other=0.0)
             lse_pos = tl.load(stats_ptr + offs_b * 4 + 1, mask=mask_b, other=0.0)
             num = tl.load(stats_ptr + offs_b * 4 + 2, mask=mask_b, other=1.0)
             den = tl.load(stats_ptr + offs_b * 4 + 3, mask=mask_b, other=1.0)
-            f = logit_scale * (mu - threshold)
-            h_neg = logit_scale * tl.exp(f - lse_neg) + alpha * num / (den * den)
-            h_pos = -logit_scale * tl.exp(-f - lse_pos) - alpha / den
+            if LOG_LOGIT:
+                f = logit_scale * (-dist / tau - shift)
+            else:
+                f = logit_scale * (mu - shift)
+            pos = y > 0.5
+            # one exp of an argument ≤ 0 (each lse bounds its terms), not two: the branch not
+            # taken would overflow for a far negative's −f under the log logit
+            sign = tl.where(pos, -1.0, 1.0)
+            h_point = sign * logit_scale * tl.exp(tl.where(pos, -f - lse_pos, f - lse_neg))
+            h_set = tl.where(pos, -alpha / den, alpha * num / (den * den))
             g = tl.load(g_ptr + offs_b * g_stride, mask=mask_b, other=0.0).to(tl.float32) * g_scale
-            grad = g * tl.where(y > 0.5, h_pos, h_neg)
+            pt = g * h_point
+            ms = g * h_set
         if HAS_GMU:
-            grad += tl.load(gmu_ptr + offs_b * C + c, mask=mask_b, other=0.0).to(tl.float32)
-        grad = tl.where(mask_b, grad, 0.0)
-        gmu = grad * mu
-        coef = -2.0 * gmu / tau
+            ms += tl.load(gmu_ptr + offs_b * C + c, mask=mask_b, other=0.0).to(tl.float32)
+        if LOG_LOGIT:
+            kdist = pt + ms * mu
+        else:
+            kdist = (pt + ms) * mu
+        kdist = tl.where(mask_b, kdist, 0.0)
+        coef = -2.0 * kdist / tau
         de = coef[:, None] * diff  # 0 outside the tile's valid rows and columns (diff is)
         tl.store(de_ptr + row, de.to(de_ptr.dtype.element_ty), mask=mask)
         de_sum += de
-        # (Gμ·dist/τ)/τ: a vanishing μ zeroes the product before any division can overflow.
-        dtau_acc += gmu * dist / tau / tau
+        # (K·dist/τ)/τ: a vanishing K (μ → 0 on the μ side, exp(f − lse) → 0 on the point side)
+        # zeroes the product before any division can overflow.
+        dtau_acc += kdist * dist / tau / tau
     tl.store(ds_ptr + c * D + offs_d, (-tl.sum(de_sum, axis=0)).to(ds_ptr.dtype.element_ty), mask=mask_d)
     tl.store(part_ptr + c, tl.sum(dtau_acc, axis=0))
     ticket = _take_ticket(counter_ptr)
@@ -203,10 +234,26 @@ def _forward_tiles(bsz: int, c: int, d: int, sms: int) -> tuple[int, int]:
     return samples, block_c
 
 
+LOGITS = ("scaled", "log")  # fact_fast.ops.fuzzy.LOGITS
+
+
+def _logit_mode(logit: str, threshold: float) -> tuple[bool, float]:
+    """(LOG_LOGIT, shift) of the kernels: f = λ(μ − shift) with shift = δ, or f = λ(−dist/τ − shift)
+    with shift = log δ, taken in double precision here as the reference does (math.log)."""
+    if logit not in LOGITS:
+        raise ValueError(f"logit must be one of {LOGITS}, got {logit!r}")
+    if logit == "scaled":
+        return False, threshold
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0 for logit='log' (f = λ·log(μ/δ)), got {threshold}")
+    return True, math.log(threshold)
+
+
 def fuzzy_forward(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None, tau: torch.Tensor, alpha: float,
-                  logit_scale: float, threshold: float, smooth: float, reduction: str
+                  logit_scale: float, threshold: float, smooth: float, reduction: str, logit: str
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """e [B, C, d], s [C, d] contiguous, y [B, C] (any real dtype) or None, tau 0-d float32.
+    """e [B, C, d], s [C, d] contiguous, y [B, C] (any real dtype) or None, tau 0-d float32;
+    ``logit`` "scaled" (f = λ(μ − δ)) or "log" (f = λ·log(μ/δ), threshold δ > 0).
 
     Returns ``(loss, mu, stats)``: loss float32 ([B] for "none", else 0-d; empty when y is None),
     mu [B, C] in e.dtype, stats float32 [B, 4] (empty when y is None).
@@ -217,6 +264,7 @@ def fuzzy_forward(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None, tau:
     per_sample = torch.empty(bsz if compute_loss else 0, dtype=torch.float32, device=e.device)
     stats = torch.empty(per_sample.shape[0], 4, dtype=torch.float32, device=e.device)
     reduce = compute_loss and reduction != "none"
+    log_logit, shift = _logit_mode(logit, threshold)
     if bsz == 0:  # nothing to launch; the reduced loss of an empty batch is 0
         out = torch.zeros((), dtype=torch.float32, device=e.device) if reduce else per_sample
         return out, mu, stats
@@ -226,20 +274,21 @@ def fuzzy_forward(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor | None, tau:
     block_d = _block_d(d)
     launch(_fuzzy_fwd_kernel, (triton.cdiv(bsz, samples),),
            e, s, y if compute_loss else e, tau, mu, stats, per_sample, out, counter, bsz, c, d,
-           alpha, logit_scale, threshold, smooth, 1.0 / bsz if reduction == "mean" else 1.0,
-           COMPUTE_LOSS=compute_loss, REDUCE=reduce, SAMPLES=samples, BLOCK_C=block_c, BLOCK_D=block_d,
+           alpha, logit_scale, shift, smooth, 1.0 / bsz if reduction == "mean" else 1.0,
+           COMPUTE_LOSS=compute_loss, REDUCE=reduce, LOG_LOGIT=log_logit, SAMPLES=samples, BLOCK_C=block_c, BLOCK_D=block_d,
            BLOCK_R=1024, configs=[({}, _num_warps(samples * block_c * block_d), 3)])
     return out, mu, stats
 
 
 def fuzzy_backward(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None, e: torch.Tensor,
                    s: torch.Tensor, y: torch.Tensor | None, tau: torch.Tensor, stats: torch.Tensor | None,
-                   alpha: float, logit_scale: float, threshold: float, reduction: str
+                   alpha: float, logit_scale: float, threshold: float, reduction: str, logit: str
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients ``(de [B, C, d] e.dtype, ds [C, d] s.dtype, dtau 0-d float32)``.
 
     grad_loss: upstream gradient of the loss (0-d, or [B] for "none"), or None when the loss
-    does not need one (``fuzzy_membership``, or the loss unused); grad_mu [B, C] or None.
+    does not need one (``fuzzy_membership``, or the loss unused); grad_mu [B, C] or None;
+    ``logit`` as in :func:`fuzzy_forward` (the forward's).
     """
     bsz, c, d = e.shape
     de = torch.empty_like(e)
@@ -249,6 +298,7 @@ def fuzzy_backward(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None,
     dtau = torch.empty((), dtype=torch.float32, device=e.device)
     has_loss = grad_loss is not None and y is not None
     has_gmu = grad_mu is not None
+    log_logit, shift = _logit_mode(logit, threshold)
     if has_gmu:
         grad_mu = grad_mu.contiguous()  # autograd hands out expanded (stride-0) gradients
     if has_loss:
@@ -264,6 +314,6 @@ def fuzzy_backward(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None,
     launch(_fuzzy_bwd_kernel, (c,),
            e, s, y if has_loss else e, tau, stats if has_loss else partial, grad_loss if has_loss else partial,
            grad_mu if has_gmu else partial, de, ds, partial, counter, dtau, bsz, c, d, g_stride, g_scale,
-           alpha, logit_scale, threshold, HAS_LOSS=has_loss, HAS_GMU=has_gmu,
+           alpha, logit_scale, shift, HAS_LOSS=has_loss, HAS_GMU=has_gmu, LOG_LOGIT=log_logit,
            BLOCK_B=block_b, BLOCK_D=block_d, BLOCK_R=1024, configs=[({}, _num_warps(block_b * block_d), 3)])
     return de, ds, dtau

@@ -59,31 +59,35 @@ def compile_attention(capability: int, dt: str, head_dim: int, rows: int = 4096)
                         f"{what} bwd dQ")
 
 
-def compile_fuzzy(capability: int, dt: str, b: int, c_: int, d: int, sms: int = 132) -> None:
+def compile_fuzzy(capability: int, dt: str, b: int, c_: int, d: int, sms: int = 132, log_logit: bool = True) -> None:
     from fact_fast.kernels import fuzzy as K
     c = "constexpr"
     block_d = K._block_d(d)
     samples, block_c = K._forward_tiles(b, c_, d, sms)
     sig = dict(e_ptr=f"*{dt}", s_ptr=f"*{dt}", y_ptr="*i1", tau_ptr="*fp32", mu_ptr=f"*{dt}", stats_ptr="*fp32",
                loss_ptr="*fp32", out_ptr="*fp32", counter_ptr="*i32", B="i32", C="i32", D="i32", alpha="fp32",
-               logit_scale="fp32", threshold="fp32", smooth="fp32", out_scale="fp32",
-               COMPUTE_LOSS=c, REDUCE=c, SAMPLES=c, BLOCK_C=c, BLOCK_D=c, BLOCK_R=c)
+               logit_scale="fp32", shift="fp32", smooth="fp32", out_scale="fp32",
+               COMPUTE_LOSS=c, REDUCE=c, LOG_LOGIT=c, SAMPLES=c, BLOCK_C=c, BLOCK_D=c, BLOCK_R=c)
     compiled = compile_for(K._fuzzy_fwd_kernel, sig,
-                           dict(COMPUTE_LOSS=True, REDUCE=True, SAMPLES=samples, BLOCK_C=block_c, BLOCK_D=block_d,
-                                BLOCK_R=1024), capability, K._num_warps(samples * block_c * block_d), 3)
+                           dict(COMPUTE_LOSS=True, REDUCE=True, LOG_LOGIT=log_logit, SAMPLES=samples,
+                                BLOCK_C=block_c, BLOCK_D=block_d, BLOCK_R=1024),
+                           capability, K._num_warps(samples * block_c * block_d), 3)
+    logit = "log" if log_logit else "scaled"
     if REPORT:
-        print(f"sm_{capability} fuzzy fwd {dt} B={b} C={c_} d={d}: SAMPLES={samples} BLOCK_C={block_c}: "
+        print(f"sm_{capability} fuzzy fwd {dt} {logit} B={b} C={c_} d={d}: SAMPLES={samples} BLOCK_C={block_c}: "
               f"{ptxas_report(compiled, capability)}")
     rows = K._rows(d, b)
     sig = dict(e_ptr=f"*{dt}", s_ptr=f"*{dt}", y_ptr="*fp32", tau_ptr="*fp32", stats_ptr="*fp32", g_ptr="*fp32",
                gmu_ptr="*fp32", de_ptr=f"*{dt}", ds_ptr=f"*{dt}", part_ptr="*fp32", counter_ptr="*i32",
                dtau_ptr="*fp32", B="i32", C="i32", D="i32", g_stride="i32", g_scale="fp32", alpha="fp32",
-               logit_scale="fp32", threshold="fp32", HAS_LOSS=c, HAS_GMU=c, BLOCK_B=c, BLOCK_D=c, BLOCK_R=c)
-    compiled = compile_for(K._fuzzy_bwd_kernel, sig, dict(HAS_LOSS=True, HAS_GMU=True, BLOCK_B=rows,
-                                                          BLOCK_D=block_d, BLOCK_R=1024),
+               logit_scale="fp32", shift="fp32", HAS_LOSS=c, HAS_GMU=c, LOG_LOGIT=c, BLOCK_B=c, BLOCK_D=c,
+               BLOCK_R=c)
+    compiled = compile_for(K._fuzzy_bwd_kernel, sig, dict(HAS_LOSS=True, HAS_GMU=True, LOG_LOGIT=log_logit,
+                                                          BLOCK_B=rows, BLOCK_D=block_d, BLOCK_R=1024),
                            capability, K._num_warps(rows * block_d), 3)
     if REPORT:
-        print(f"sm_{capability} fuzzy bwd {dt} B={b} C={c_} d={d}: BLOCK_B={rows}: {ptxas_report(compiled, capability)}")
+        print(f"sm_{capability} fuzzy bwd {dt} {logit} B={b} C={c_} d={d}: BLOCK_B={rows}: "
+              f"{ptxas_report(compiled, capability)}")
 
 
 # (B, C, d): FACT size, SPEC §5's large case (8 samples per program), one-element and widest rows
@@ -109,11 +113,13 @@ if __name__ == "__main__":
                     compile_attention(cap, dt, head_dim)
                 compile_attention(cap, dt, 512, rows=40)  # FACT: 40 class queries, d = 512
                 for b, c_, d in FUZZY_CASES:
-                    compile_fuzzy(cap, dt, b, c_, d)
+                    for log_logit in (False, True):  # the two point-loss logits (LOG_LOGIT)
+                        compile_fuzzy(cap, dt, b, c_, d, log_logit=log_logit)
     else:  # the head dims that need the most shared memory or registers; FACT and large fuzzy shapes
         for dt in ("fp32", "bf16"):
             compile_attention(90, dt, 512)
             compile_fuzzy(90, dt, 32, 40, 512)
+        compile_fuzzy(90, "fp32", 32, 40, 512, log_logit=False)
         compile_attention(90, "bf16", 128)
         compile_fuzzy(90, "bf16", 4096, 1000, 256)
         compile_fuzzy(90, "fp32", 64, 7, 8192)

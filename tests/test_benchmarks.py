@@ -1,4 +1,5 @@
 """Benchmark plumbing that decides what a number means (not timings: those are never tested)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -44,3 +45,36 @@ def test_harness_records_a_baselines_note():
     result = run_case(case, [], torch.device("cpu"), torch.float32, scale=1.0, warmup=0, iters=1, max_seconds=1.0,
                       backward=False)
     assert result["results"]["b"]["note"] == "what really ran"
+
+
+def test_fuzzy_cases_run_the_logit_their_variant_names():
+    from benchmarks.ops import fuzzy as fuzzy_bench
+    from fact_fast.ops import fuzzy as fuzzy_ops
+    from fact_fast.ops import reference
+    fact = [case for case in fuzzy_bench.CASES if case.size == "fact"]
+    assert sorted(case.variant for case in fact) == sorted(f"logit={logit}" for logit in fuzzy_ops.LOGITS)
+    losses = {}
+    for case in fact:
+        inputs = case.make(device=torch.device("cpu"), dtype=torch.float32, scale=1.0)
+        logit = fuzzy_bench.logit_of(case)
+        got = case.run("reference", **inputs)[0]
+        torch.testing.assert_close(got, reference.fuzzy_loss(**inputs, logit=logit)[0])
+        losses[logit] = got.item()
+    assert losses["scaled"] != losses["log"]  # the two variants time different computations
+
+
+def test_run_rejects_an_unknown_variant():
+    from benchmarks import run
+    with pytest.raises(SystemExit, match="--variants: unknown"):
+        run.main(["--ops", "fuzzy_loss", "--sizes", "fact", "--variants", "logit=lg"])
+
+
+def test_harness_records_a_variant_only_when_the_case_has_one():
+    def make(device, dtype, scale):
+        return {"x": torch.randn(4, dtype=dtype, device=device)}
+
+    for variant in ("", "logit=log"):
+        case = Case(op="fuzzy_loss", size="tiny", make=make, run=lambda backend, x: x, variant=variant)
+        result = run_case(case, [], torch.device("cpu"), torch.float32, scale=1.0, warmup=0, iters=1,
+                          max_seconds=1.0, backward=False)
+        assert result.get("variant") == (variant or None)

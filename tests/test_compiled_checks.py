@@ -43,11 +43,12 @@ def _attention():
 
 # op -> (tensors by schema name, the other arguments by schema name)
 CASES = {
-    "fuzzy_loss": (_fuzzy, dict(alpha=0.5, logit_scale=1.0, threshold=0.5, smooth=1.0, reduction="mean")),
+    "fuzzy_loss": (_fuzzy, dict(alpha=0.5, logit_scale=1.0, threshold=0.5, smooth=1.0, reduction="mean",
+                                logit="log")),
     "fuzzy_membership": (_fuzzy, {}),
     "fuzzy_backward": (lambda: {**_fuzzy(), "grad_loss": torch.tensor(1.0), "grad_mu": torch.randn(2, 3),
                                 "stats": torch.rand(2, 4)},
-                       dict(alpha=0.5, logit_scale=1.0, threshold=0.5, reduction="mean")),
+                       dict(alpha=0.5, logit_scale=1.0, threshold=0.5, reduction="mean", logit="log")),
     "vq_nearest": (_vq, dict(deterministic=False)),
     "vq_quantize": (_vq, dict(beta=0.25, deterministic=False)),
     "vq_residual_backward": (_vq, dict(deterministic=False)),
@@ -152,6 +153,29 @@ def test_fuzzy_backward_checks_shapes_and_dtypes_of_its_optional_tensors(key):
         call(stats=None)
     with pytest.raises(ValueError, match="grad_loss needs y and stats"):
         call(y=None)
+
+
+@pytest.mark.parametrize("key", ["CPU", "CUDA"])
+@pytest.mark.parametrize("op", ["fuzzy_loss", "fuzzy_backward"])
+def test_fuzzy_ops_check_the_logit_and_its_threshold(op, key):
+    if key == "CUDA" and not _has_cuda_kernel(op):
+        pytest.skip("built without the CUDA kernels")
+    device = "cpu" if key == "CPU" else "meta"  # meta: the CUDA checks run, nothing is launched
+    names = [a.name for a in _overload(op)._schema.arguments]
+
+    def call(**changes):
+        args = _arguments(op, device)
+        for name, value in changes.items():
+            args[names.index(name)] = value
+        return _call(op, key, args)
+
+    with pytest.raises(ValueError, match="logit must be 'scaled' or 'log', got linear"):
+        call(logit="linear")
+    for threshold in (0.0, -0.5):  # log(μ/δ) needs δ > 0
+        with pytest.raises(ValueError, match="threshold must be > 0 for logit='log'"):
+            call(threshold=threshold)
+    if key == "CPU":  # the scaled logit takes any threshold
+        call(logit="scaled", threshold=0.0)
 
 
 def test_vq_residual_backward_checks_its_weights():

@@ -38,12 +38,12 @@ def _cases():
         cases["gcn_spmm" + suffix] = (x, rowptr, col, value, dinv, *t, True, True)
         cases["gcn_spmm_value_grad" + suffix] = (transposed(3, 4), x, rowptr, col, value, dinv, transposed(3, 4),
                                                  True, True)
-        cases["fuzzy_loss" + suffix] = (e, s, y, tau, 1.0, 10.0, 0.5, 1.0, "none")
+        cases["fuzzy_loss" + suffix] = (e, s, y, tau, 1.0, 10.0, 0.5, 1.0, "none", "log")
         cases["fuzzy_membership" + suffix] = (e, s, tau)
     cases["sigmoid_attention_backward"] = cases["sigmoid_attention_triton_backward"] = (go, q, k, v, 0.3, 0.1)
     cases["sigmoid_attention_kv_backward"] = cases["sigmoid_attention_kv_triton_backward"] = (go, q, kv, 0.3, 0.1)
     for name in ("fuzzy_backward", "fuzzy_backward_triton"):  # stats (None here) come from the forward
-        cases[name] = (torch.tensor(1.0), None, e, s, y, tau, None, 1.0, 10.0, 0.5, "mean")
+        cases[name] = (torch.tensor(1.0), None, e, s, y, tau, None, 1.0, 10.0, 0.5, "mean", "log")
     return cases
 
 
@@ -57,7 +57,7 @@ def test_fake_matches_real_on_non_contiguous_inputs(name):
     if name.startswith("fuzzy_backward"):  # needs the forward's real stats
         loss_op = getattr(torch.ops.fact_fast, name.replace("backward", "loss"))
         args = list(CASES[name])
-        args[6] = loss_op(*args[2:6], 1.0, 10.0, 0.5, 1.0, "mean")[2]
+        args[6] = loss_op(*args[2:6], 1.0, 10.0, 0.5, 1.0, "mean", "log")[2]
         args = tuple(args)
     else:
         args = CASES[name]

@@ -157,8 +157,10 @@ def _every_launcher(device):
     e, s = rand(3, 4, 8), rand(4, 8)
     y = (rand(3, 4) > 0).float()
     tau = torch.tensor(2.0, device=device)
-    _, _, stats = fuzzy.fuzzy_forward(e, s, y, tau, 0.5, 4.0, 0.5, 1e-3, "mean")
-    fuzzy.fuzzy_backward(torch.tensor(1.0, device=device), None, e, s, y, tau, stats, 0.5, 4.0, 0.5, "mean")
+    for logit in ("scaled", "log"):
+        _, _, stats = fuzzy.fuzzy_forward(e, s, y, tau, 0.5, 4.0, 0.5, 1e-3, "mean", logit)
+        fuzzy.fuzzy_backward(torch.tensor(1.0, device=device), None, e, s, y, tau, stats, 0.5, 4.0, 0.5, "mean",
+                             logit)
     rowptr = torch.tensor([0, 2, 3, 5], device=device)
     col = torch.tensor([0, 1, 2, 0, 2], device=device)
     x, dinv = rand(3, 6), torch.ones(3, device=device)

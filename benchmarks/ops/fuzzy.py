@@ -1,4 +1,6 @@
-"""fuzzy_loss cases (SPEC §5): FACT size B=32, C=40, d=512; large B=4096, C=1000, d=256.
+"""fuzzy_loss cases: FACT size B=32, C=40, d=512; large B=4096, C=1000, d=256; each with the
+point loss's two logits, variants ``logit=scaled`` (f = λ(μ − δ)) and ``logit=log`` (f = λ·log(μ/δ);
+``python -m benchmarks.run --ops fuzzy_loss --variants logit=log`` runs only those).
 
 The harness times every backend and ``torch.compile(reference)``, forward and forward+backward
 (gradients to e, s and τ, as FACT learns τ). Kernel launches per step are counted separately,
@@ -25,6 +27,7 @@ from fact_fast.ops import reference
 
 SIZES = {"fact": (32, 40, 512), "large": (4096, 1000, 256)}
 CPU_SCALE = {"fact": 1.0, "large": 1 / 16}
+LOGITS = ("scaled", "log")
 
 
 def _make(size):
@@ -41,16 +44,25 @@ def _make(size):
     return make
 
 
-def _compiled_reference(e, s, y, tau):
-    fn = torch.compile(reference.fuzzy_loss)
-    return lambda: fn(e, s, y, tau)
+def _compiled_reference(logit):
+    def build(e, s, y, tau):
+        fn = torch.compile(reference.fuzzy_loss)
+        return lambda: fn(e, s, y, tau, logit=logit)
+    return build
 
 
-CASES = [Case(op="fuzzy_loss", size=s, make=_make(s),
-              run=lambda backend, e, s, y, tau: ops.fuzzy_loss(e, s, y, tau, backend=backend),
-              baselines={"torch.compile(reference)": _compiled_reference}, grad_inputs=("e", "s", "tau"),
-              loss=lambda out: out[0].float(), cpu_scale=CPU_SCALE[s])
-         for s in SIZES]
+def _run(logit):
+    return lambda backend, e, s, y, tau: ops.fuzzy_loss(e, s, y, tau, logit=logit, backend=backend)
+
+
+def logit_of(case: Case) -> str:
+    return case.variant.removeprefix("logit=")
+
+
+CASES = [Case(op="fuzzy_loss", size=s, make=_make(s), run=_run(logit),
+              baselines={"torch.compile(reference)": _compiled_reference(logit)}, grad_inputs=("e", "s", "tau"),
+              loss=lambda out: out[0].float(), cpu_scale=CPU_SCALE[s], variant=f"logit={logit}")
+         for s in SIZES for logit in LOGITS]
 
 _OP_PREFIXES = ("aten::", "fact_fast::")
 
@@ -85,7 +97,7 @@ def launch_counts(device: torch.device, dtype: torch.dtype = torch.float32) -> l
     for case in CASES:
         scale = 1.0 if device.type == "cuda" else case.cpu_scale
         inputs = case.make(device=device, dtype=dtype, scale=scale)
-        entry = {"op": case.op, "size": case.size, "scale": scale, "results": {}}
+        entry = {"op": case.op, "size": case.size, "variant": case.variant, "scale": scale, "results": {}}
         for backend in ops.available_backends(case.op, *inputs.values()):
             for k in case.grad_inputs:
                 inputs[k].requires_grad_(True)
@@ -128,8 +140,8 @@ def compiled_reference_fwd_bwd(device: torch.device, dtype: torch.dtype = torch.
         def step():
             for k in case.grad_inputs:
                 inputs[k].grad = None
-            case.loss(fn(**inputs)).backward()
-        records.append({"op": case.op, "size": case.size, "scale": scale,
+            case.loss(fn(**inputs, logit=logit_of(case))).backward()
+        records.append({"op": case.op, "size": case.size, "variant": case.variant, "scale": scale,
                         "forward_backward": time_fn(step, device, 3, iters, max_seconds)})
     return records
 
@@ -149,12 +161,12 @@ def main(argv=None) -> int:
     records = launch_counts(device)
     compiled = [] if args.skip_compiled else compiled_reference_fwd_bwd(device)
     for r in compiled:
-        print(f"[{r['op']}/{r['size']}] torch.compile(reference) forward+backward "
+        print(f"[{r['op']}/{r['size']}/{r['variant']}] torch.compile(reference) forward+backward "
               f"{r['forward_backward']['median_ms']:.3f} ms", file=sys.stderr)
     for r in records:
         for backend, step in r["results"].items():
             key = "kernels" if device.type == "cuda" else "op_calls"
-            print(f"[{r['op']}/{r['size']}] {backend:>10}: forward {step['forward'][key]:3d}  "
+            print(f"[{r['op']}/{r['size']}/{r['variant']}] {backend:>10}: forward {step['forward'][key]:3d}  "
                   f"forward+backward {step['forward_backward'][key]:3d} {key}", file=sys.stderr)
     if args.json:
         with open(args.json) as f:
@@ -162,9 +174,9 @@ def main(argv=None) -> int:
         doc["launch_counts"] = {"device_type": device.type, "cases": records}
         if compiled:
             doc["compiled_reference_forward_backward"] = compiled
-        timed = {(case["op"], case["size"]): case for case in doc.get("cases", [])}
+        timed = {(case["op"], case["size"], case.get("variant", "")): case for case in doc.get("cases", [])}
         for extra in compiled:
-            case = timed.get((extra["op"], extra["size"]), {})
+            case = timed.get((extra["op"], extra["size"], extra["variant"]), {})
             ref = case.get("results", {}).get("reference", {}).get("forward_backward", {}).get("median_ms")
             if ref:
                 extra["reference_over_compiled"] = ref / extra["forward_backward"]["median_ms"]

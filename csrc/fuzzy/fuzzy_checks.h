@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -19,6 +20,22 @@ inline Reduction parse_reduction(const std::string& reduction) {
   if (reduction == "sum") return kSum;
   TORCH_CHECK_VALUE(reduction == "mean", "reduction must be 'mean', 'sum' or 'none', got ", reduction);
   return kMean;
+}
+
+// The point loss's logit f: "scaled" f = λ(μ − δ), or "log" f = λ·log(μ/δ) = λ(−dist/τ − log δ)
+// (taken from dist, so an underflowed μ keeps a finite logit and gradient). The kernels see one
+// flag and a shift: f = λ(μ − shift) with shift = δ, or f = λ(−dist/τ − shift) with shift = log δ,
+// taken here in double precision as the reference does (math.log).
+struct Logit {
+  bool log;
+  double shift;
+};
+
+inline Logit parse_logit(const std::string& logit, double threshold) {
+  if (logit == "scaled") return {false, threshold};
+  TORCH_CHECK_VALUE(logit == "log", "logit must be 'scaled' or 'log', got ", logit);
+  TORCH_CHECK_VALUE(threshold > 0, "threshold must be > 0 for logit='log' (f = λ·log(μ/δ)), got ", threshold);
+  return {true, std::log(threshold)};
 }
 
 // Accumulation dtype: double for float64 inputs, float otherwise.

@@ -2,13 +2,15 @@
 //
 // Forward: samples in parallel; per sample, one pass over classes computes dist (float, or
 // double for float64, accumulated in 16 independent lanes so the compiler vectorizes it), μ and
-// keeps μ in a per-thread buffer; a second pass over those C values gives both log-sum-exps
-// (max-shifted, the 0 term included) and the Jaccard sums. Per-sample losses land in a [B]
-// buffer summed in index order afterwards, so the result does not depend on the thread count.
+// the logit f (λ(μ − δ), or λ(−dist/τ − log δ) for the log logit: see fuzzy::Logit), kept in
+// per-thread buffers; a second pass over those C values gives both log-sum-exps (max-shifted, the
+// 0 term included) and the Jaccard sums. Per-sample losses land in a [B] buffer summed in index
+// order afterwards, so the result does not depend on the thread count.
 // Backward: tiles of classes in parallel, so each thread owns whole rows of ds (no atomics, a
-// fixed summation order over b); per (b, c) it recomputes dist and μ, forms ∂L/∂μ from the saved
-// per-sample stats, writes de and accumulates ds and the per-class dτ partial (summed in class
-// order afterwards).
+// fixed summation order over b); per (b, c) it recomputes dist, μ and f, forms K = −τ·∂L/∂dist
+// from the saved per-sample stats (the loss depends on dist and τ only through dist/τ), writes
+// de = −2K/τ·(e − s) and accumulates ds and the per-class dτ partial Σ K·dist/τ² (summed in
+// class order afterwards).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -89,33 +91,43 @@ inline void scaled_diff_row(const scalar_t* a, const scalar_t* b, acc_t coef, in
 }
 
 struct LossParams {
-  double alpha, logit_scale, threshold, smooth;
+  double alpha, logit_scale, smooth;
+  fuzzy::Logit logit;  // f = λ(μ − shift) or, for logit.log, λ(−dist/τ − shift)
 };
+
+// f from a recomputed dist and μ = exp(−dist/τ); ls, shift already in acc_t.
+template <typename acc_t>
+inline acc_t point_logit(bool log_logit, acc_t ls, acc_t shift, acc_t dist, acc_t tau, acc_t mu) {
+  return log_logit ? ls * (-dist / tau - shift) : ls * (mu - shift);
+}
 
 // y == nullptr: membership only (no stats, no loss).
 template <typename scalar_t, typename acc_t>
 void forward_rows(const scalar_t* e, const scalar_t* s, const acc_t* y, acc_t tau, LossParams p, int64_t B,
                   int64_t C, int64_t D, scalar_t* mu, acc_t* stats, acc_t* per_sample) {
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, C * D));
-  const acc_t ls = p.logit_scale, thr = p.threshold;
+  const acc_t ls = p.logit_scale, shift = p.logit.shift;
+  const bool log_logit = p.logit.log;
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> m(C);
+    std::vector<acc_t> m(C), fv(y == nullptr ? 0 : C);
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t c = 0; c < C; ++c) {
-        m[c] = std::exp(-sq_dist<scalar_t, acc_t>(e + (b * C + c) * D, s + c * D, D) / tau);
+        const acc_t dist = sq_dist<scalar_t, acc_t>(e + (b * C + c) * D, s + c * D, D);
+        m[c] = std::exp(-dist / tau);
         mu[b * C + c] = static_cast<scalar_t>(m[c]);
+        if (y != nullptr) fv[c] = point_logit(log_logit, ls, shift, dist, tau, m[c]);
       }
       if (y == nullptr) continue;
       const acc_t* yb = y + b * C;
       acc_t max_neg = 0, max_pos = 0;  // the log(1 + ·) zero term starts both maxima
       for (int64_t c = 0; c < C; ++c) {
-        const acc_t f = ls * (m[c] - thr);
+        const acc_t f = fv[c];
         if (yb[c] > acc_t(0.5)) max_pos = std::max(max_pos, -f);
         else max_neg = std::max(max_neg, f);
       }
       acc_t sum_neg = std::exp(-max_neg), sum_pos = std::exp(-max_pos), num = 0, den = 0;
       for (int64_t c = 0; c < C; ++c) {
-        const acc_t f = ls * (m[c] - thr);
+        const acc_t f = fv[c];
         if (yb[c] > acc_t(0.5)) {
           sum_pos += std::exp(-f - max_pos);
           num += m[c];
@@ -145,7 +157,8 @@ template <typename scalar_t, typename acc_t>
 void backward_cols(const scalar_t* e, const scalar_t* s, const acc_t* y, acc_t tau, const acc_t* stats,
                    const acc_t* g, int64_t g_stride, acc_t g_scale, const acc_t* gmu, LossParams p, int64_t B,
                    int64_t C, int64_t D, scalar_t* de, scalar_t* ds, acc_t* dtau_part) {
-  const acc_t ls = p.logit_scale, thr = p.threshold, alpha = p.alpha;
+  const acc_t ls = p.logit_scale, shift = p.logit.shift, alpha = p.alpha;
+  const bool log_logit = p.logit.log;
   const int64_t tile = std::max<int64_t>(1, (int64_t{64} << 10) / static_cast<int64_t>(sizeof(acc_t) * std::max<int64_t>(D, 1)));
   at::parallel_for(0, C, tile, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> ds_acc(std::min(tile, end - begin) * D);
@@ -160,18 +173,24 @@ void backward_cols(const scalar_t* e, const scalar_t* s, const acc_t* y, acc_t t
           const scalar_t* sr = s + c * D;
           const acc_t dist = sq_dist<scalar_t, acc_t>(er, sr, D);
           const acc_t m = std::exp(-dist / tau);
-          acc_t grad = 0;
+          // kdist = K = −τ·∂L/∂dist from the point part pt = λ·g·∂L_point/∂f and the μ side
+          // ms = g·∂L_set/∂μ + grad_μ: f = λ(μ − δ) gives K = μ(pt + ms); the log logit's f has
+          // ∂f/∂dist = −λ/τ with no μ factor, so K = pt + μ·ms (a positive whose μ underflowed
+          // is still pulled towards its anchor).
+          acc_t pt = 0, ms = 0;
           if (g != nullptr) {
             const acc_t* st = stats + b * 4;
-            const acc_t f = ls * (m - thr);
-            const acc_t h = y[bc] > acc_t(0.5) ? -ls * std::exp(-f - st[1]) - alpha / st[3]
-                                               : ls * std::exp(f - st[0]) + alpha * st[2] / (st[3] * st[3]);
-            grad = g[b * g_stride] * g_scale * h;
+            const acc_t f = point_logit(log_logit, ls, shift, dist, tau, m);
+            const acc_t gb = g[b * g_stride] * g_scale;
+            const bool is_pos = y[bc] > acc_t(0.5);
+            pt = gb * (is_pos ? -ls * std::exp(-f - st[1]) : ls * std::exp(f - st[0]));
+            ms = gb * (is_pos ? -alpha / st[3] : alpha * st[2] / (st[3] * st[3]));
           }
-          if (gmu != nullptr) grad += gmu[bc];
-          const acc_t gm = grad * m;
-          scaled_diff_row<scalar_t, acc_t>(er, sr, -2 * gm / tau, D, de + bc * D, ds_acc.data() + (c - c0) * D);
-          dtau_part[c] += gm * dist / tau / tau;  // Gμ first: a vanishing μ zeroes it before τ² can overflow
+          if (gmu != nullptr) ms += gmu[bc];
+          const acc_t kdist = log_logit ? pt + ms * m : (pt + ms) * m;
+          scaled_diff_row<scalar_t, acc_t>(er, sr, -2 * kdist / tau, D, de + bc * D, ds_acc.data() + (c - c0) * D);
+          // K first: a vanishing K (μ → 0, or exp(f − lse) → 0) zeroes it before τ² can overflow
+          dtau_part[c] += kdist * dist / tau / tau;
         }
       }
       for (int64_t i = 0; i < (c1 - c0) * D; ++i) ds[c0 * D + i] = static_cast<scalar_t>(ds_acc[i]);
@@ -219,26 +238,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& e_i
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_loss_cpu(const at::Tensor& e, const at::Tensor& s,
                                                               const at::Tensor& y, const at::Tensor& tau,
                                                               double alpha, double logit_scale, double threshold,
-                                                              double smooth, c10::string_view reduction) {
+                                                              double smooth, c10::string_view reduction,
+                                                              c10::string_view logit) {
   fuzzy::check_e_s_tau(e, s, tau);
   fuzzy::check_y(y, e);
-  return forward_cpu(e, s, y, tau, {alpha, logit_scale, threshold, smooth},
-                     fuzzy::parse_reduction(std::string(reduction)));
+  const Reduction r = fuzzy::parse_reduction(std::string(reduction));
+  return forward_cpu(e, s, y, tau, {alpha, logit_scale, smooth, fuzzy::parse_logit(std::string(logit), threshold)}, r);
 }
 
 at::Tensor fuzzy_membership_cpu(const at::Tensor& e, const at::Tensor& s, const at::Tensor& tau) {
   fuzzy::check_e_s_tau(e, s, tau);
-  return std::get<1>(forward_cpu(e, s, std::nullopt, tau, {0, 0, 0, 0}, fuzzy::kNone));
+  return std::get<1>(forward_cpu(e, s, std::nullopt, tau, {0, 0, 0, {false, 0}}, fuzzy::kNone));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cpu(
     const std::optional<at::Tensor>& grad_loss, const std::optional<at::Tensor>& grad_mu, const at::Tensor& e_in,
     const at::Tensor& s_in, const std::optional<at::Tensor>& y_in, const at::Tensor& tau,
     const std::optional<at::Tensor>& stats_in, double alpha, double logit_scale, double threshold,
-    c10::string_view reduction_name) {
+    c10::string_view reduction_name, c10::string_view logit_name) {
   fuzzy::check_e_s_tau(e_in, s_in, tau);
   fuzzy::check_backward_inputs(grad_loss, grad_mu, e_in, y_in, stats_in);
   const Reduction reduction = fuzzy::parse_reduction(std::string(reduction_name));
+  const fuzzy::Logit logit = fuzzy::parse_logit(std::string(logit_name), threshold);
   const at::Tensor e = e_in.contiguous(), s = s_in.contiguous();
   const int64_t B = e.size(0), C = e.size(1), D = e.size(2);
   const auto acc = fuzzy::acc_type(e);
@@ -262,7 +283,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cpu(
         e.const_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>(), has_loss ? y.const_data_ptr<acc_t>() : nullptr,
         tau.to(acc).item<acc_t>(), has_loss ? stats.const_data_ptr<acc_t>() : nullptr,
         has_loss ? g.const_data_ptr<acc_t>() : nullptr, g_stride, g_scale,
-        gmu.defined() ? gmu.const_data_ptr<acc_t>() : nullptr, {alpha, logit_scale, threshold, 0}, B, C, D,
+        gmu.defined() ? gmu.const_data_ptr<acc_t>() : nullptr, {alpha, logit_scale, 0, logit}, B, C, D,
         de.mutable_data_ptr<scalar_t>(), ds.mutable_data_ptr<scalar_t>(), part.mutable_data_ptr<acc_t>());
     dtau.fill_(ordered_sum(part.const_data_ptr<acc_t>(), C));
   });
@@ -272,11 +293,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fact_fast, m) {
+  // logit: "scaled" (f = λ(μ − δ)) or "log" (f = λ·log(μ/δ)), the same in the backward as in the forward
   m.def("fuzzy_loss(Tensor e, Tensor s, Tensor y, Tensor tau, float alpha, float logit_scale, float threshold, "
-        "float smooth, str reduction) -> (Tensor loss, Tensor mu, Tensor stats)");
+        "float smooth, str reduction, str logit) -> (Tensor loss, Tensor mu, Tensor stats)");
   m.def("fuzzy_membership(Tensor e, Tensor s, Tensor tau) -> Tensor");
   m.def("fuzzy_backward(Tensor? grad_loss, Tensor? grad_mu, Tensor e, Tensor s, Tensor? y, Tensor tau, "
-        "Tensor? stats, float alpha, float logit_scale, float threshold, str reduction) "
+        "Tensor? stats, float alpha, float logit_scale, float threshold, str reduction, str logit) "
         "-> (Tensor de, Tensor ds, Tensor dtau)");
 }
 

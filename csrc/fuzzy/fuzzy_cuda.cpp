@@ -67,28 +67,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& e_
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_loss_cuda(const at::Tensor& e, const at::Tensor& s,
                                                                const at::Tensor& y, const at::Tensor& tau,
                                                                double alpha, double logit_scale, double threshold,
-                                                               double smooth, c10::string_view reduction) {
+                                                               double smooth, c10::string_view reduction,
+                                                               c10::string_view logit_name) {
   fuzzy::check_e_s_tau(e, s, tau);
   fuzzy::check_y(y, e);
-  FuzzyLossParams p{static_cast<float>(alpha), static_cast<float>(logit_scale), static_cast<float>(threshold),
-                    static_cast<float>(smooth)};
-  return forward_cuda(e, s, &y, tau, p, fuzzy::parse_reduction(std::string(reduction)));
+  const Reduction reduction_kind = fuzzy::parse_reduction(std::string(reduction));
+  const fuzzy::Logit logit = fuzzy::parse_logit(std::string(logit_name), threshold);
+  FuzzyLossParams p{static_cast<float>(alpha), static_cast<float>(logit_scale), static_cast<float>(logit.shift),
+                    static_cast<float>(smooth), logit.log};
+  return forward_cuda(e, s, &y, tau, p, reduction_kind);
 }
 
 at::Tensor fuzzy_membership_cuda(const at::Tensor& e, const at::Tensor& s, const at::Tensor& tau) {
   fuzzy::check_e_s_tau(e, s, tau);
-  return std::get<1>(forward_cuda(e, s, nullptr, tau, {0.f, 0.f, 0.f, 0.f}, fuzzy::kNone));
+  return std::get<1>(forward_cuda(e, s, nullptr, tau, {0.f, 0.f, 0.f, 0.f, false}, fuzzy::kNone));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cuda(
     const std::optional<at::Tensor>& grad_loss, const std::optional<at::Tensor>& grad_mu, const at::Tensor& e_in,
     const at::Tensor& s_in, const std::optional<at::Tensor>& y_in, const at::Tensor& tau,
     const std::optional<at::Tensor>& stats_in, double alpha, double logit_scale, double threshold,
-    c10::string_view reduction_name) {
+    c10::string_view reduction_name, c10::string_view logit_name) {
   fuzzy::check_e_s_tau(e_in, s_in, tau);
   fuzzy::check_backward_inputs(grad_loss, grad_mu, e_in, y_in, stats_in);
-  check_cuda_e(e_in);
   const Reduction reduction = fuzzy::parse_reduction(std::string(reduction_name));
+  const fuzzy::Logit logit = fuzzy::parse_logit(std::string(logit_name), threshold);
+  check_cuda_e(e_in);
   const c10::cuda::CUDAGuard guard(e_in.device());
   const at::Tensor e = e_in.contiguous(), s = s_in.contiguous();
   const at::Tensor tau_f = tau.to(at::kFloat).contiguous();
@@ -111,7 +115,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fuzzy_backward_cuda(
   at::Tensor workspace = at::empty({blocks * fuzzy_backward_workspace_per_block(D)}, f32);
   at::Tensor partial = at::empty({blocks}, f32);
   at::Tensor counter = at::empty({1}, e.options().dtype(at::kInt));
-  FuzzyLossParams p{static_cast<float>(alpha), static_cast<float>(logit_scale), static_cast<float>(threshold), 0.f};
+  FuzzyLossParams p{static_cast<float>(alpha), static_cast<float>(logit_scale), static_cast<float>(logit.shift), 0.f,
+                    logit.log};
   C10_CUDA_CHECK(launch_fuzzy_backward(
       dtype_of(e), e.const_data_ptr(), s.const_data_ptr(), labels_of(y), tau_f.const_data_ptr<float>(),
       has_loss ? stats.const_data_ptr<float>() : nullptr,

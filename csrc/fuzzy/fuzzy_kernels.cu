@@ -7,11 +7,15 @@
 // the log(1 + ·) zero term, writes the per-sample stats and loss. The batch sum is done by the
 // last block to finish (threadfence + atomic ticket), in sample order: deterministic, one kernel.
 //
-// Backward: one block per class (grid-stride), warp w takes samples w, w+8, …: recompute dist
-// and μ, ∂L/∂μ from the saved stats, write de, and accumulate −de into the warp's own row of a
+// The point loss's logit is f = λ(μ − δ) or, with p.log_logit, f = λ(−dist/τ − log δ) (see
+// FuzzyLossParams); both kernels take it as a run-time flag, uniform across the grid.
+//
+// Backward: one block per class (grid-stride), warp w takes samples w, w+8, …: recompute dist,
+// μ and f, K = −τ·∂L/∂dist from the saved stats (the loss depends on dist and τ only through
+// dist/τ), write de = −2K/τ·(e − s), and accumulate −de into the warp's own row of a
 // global fp32 workspace [blocks, 8, D] (only that lane touches an element, so no atomics); the 8
 // rows are summed in warp order into ds. dτ partials per block are summed in block order by the
-// last block. Results do not depend on scheduling.
+// last block (dτ = Σ K·dist/τ²). Results do not depend on scheduling.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -47,6 +51,10 @@ __device__ __forceinline__ bool positive(FuzzyLabels y, int64_t i) {
   return y.bytes ? static_cast<const unsigned char*>(y.data)[i] != 0 : static_cast<const float*>(y.data)[i] > 0.5f;
 }
 
+__device__ __forceinline__ float point_logit(const FuzzyLossParams& p, float dist, float tau, float mu) {
+  return p.log_logit ? p.logit_scale * (-dist / tau - p.shift) : p.logit_scale * (mu - p.shift);
+}
+
 // Online log-sum-exp state: m = running max, s = Σ exp(x − m); empty is (−inf, 0).
 __device__ __forceinline__ void lse_add(float& m, float& s, float x) {
   const float m_new = fmaxf(m, x);
@@ -69,10 +77,11 @@ fuzzy_forward_kernel(const T* __restrict__ e, const T* __restrict__ s, FuzzyLabe
     float m_neg = -INFINITY, s_neg = 0.f, m_pos = -INFINITY, s_pos = 0.f, num = 0.f, den = 0.f;
     for (int64_t c = warp; c < C; c += kWarps) {
       const int64_t bc = b * C + c;
-      const float m = expf(-row_sq_dist(e + bc * D, s + c * D, D, lane) / tau);
+      const float dist = row_sq_dist(e + bc * D, s + c * D, D, lane);
+      const float m = expf(-dist / tau);
       if (lane == 0) mu[bc] = from_float<T>(m);
       if (y.data != nullptr) {
-        const float f = p.logit_scale * (m - p.threshold);
+        const float f = point_logit(p, dist, tau, m);
         if (positive(y, bc)) {
           lse_add(m_pos, s_pos, -f);
           num += m;
@@ -154,24 +163,29 @@ fuzzy_backward_kernel(const T* __restrict__ e, const T* __restrict__ s, FuzzyLab
       const T* er = e + bc * D;
       const float dist = row_sq_dist(er, sr, D, lane);
       const float m = expf(-dist / tau);
-      float grad = 0.f;
+      // kdist = K = −τ·∂L/∂dist from the point part pt = λ·g·∂L_point/∂f and the μ side
+      // ms = g·∂L_set/∂μ + grad_μ: f = λ(μ − δ) gives K = μ(pt + ms); the log logit's
+      // ∂f/∂dist = −λ/τ has no μ factor, so K = pt + μ·ms (a positive whose μ underflowed is
+      // still pulled towards its anchor).
+      float pt = 0.f, ms = 0.f;
       if (g != nullptr) {
         const float* st = stats + b * 4;
-        const float f = p.logit_scale * (m - p.threshold);
-        const float h = positive(y, bc) ? -p.logit_scale * expf(-f - st[1]) - p.alpha / st[3]
-                                     : p.logit_scale * expf(f - st[0]) + p.alpha * st[2] / (st[3] * st[3]);
-        grad = g[b * g_stride] * g_scale * h;
+        const float f = point_logit(p, dist, tau, m);
+        const float gb = g[b * g_stride] * g_scale;
+        const bool is_pos = positive(y, bc);
+        pt = gb * (is_pos ? -p.logit_scale * expf(-f - st[1]) : p.logit_scale * expf(f - st[0]));
+        ms = gb * (is_pos ? -p.alpha / st[3] : p.alpha * st[2] / (st[3] * st[3]));
       }
-      if (gmu != nullptr) grad += gmu[bc];
-      const float gm = grad * m;
-      const float coef = -2.f * gm / tau;
+      if (gmu != nullptr) ms += gmu[bc];
+      const float kdist = p.log_logit ? pt + ms * m : (pt + ms) * m;
+      const float coef = -2.f * kdist / tau;
       T* der = de + bc * D;
       for (int64_t k = lane; k < D; k += 32) {
         const float v = coef * (to_float(er[k]) - to_float(sr[k]));
         der[k] = from_float<T>(v);
         warp_ws[k] -= v;
       }
-      dtau_acc += gm * dist / tau / tau;  // Gμ first: a vanishing μ zeroes it before τ² can overflow
+      dtau_acc += kdist * dist / tau / tau;  // K first: a vanishing K zeroes it before τ² can overflow
     }
     __syncthreads();
     for (int64_t k = threadIdx.x; k < D; k += kThreads) {

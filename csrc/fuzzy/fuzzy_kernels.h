@@ -8,8 +8,11 @@
 
 namespace fact_fast {
 
+// The point loss's logit: f = λ(μ − shift) with shift = δ, or, when log_logit, f = λ(−dist/τ − shift)
+// with shift = log δ (= λ·log(μ/δ), taken from dist so an underflowed μ keeps a finite logit).
 struct FuzzyLossParams {
-  float alpha, logit_scale, threshold, smooth;
+  float alpha, logit_scale, shift, smooth;
+  bool log_logit;
 };
 
 // Labels are read as they come when they are float32 or one byte (bool / uint8), so the usual

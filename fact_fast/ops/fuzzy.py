@@ -6,7 +6,8 @@ Fused backends (``cpu``, ``cuda``: the compiled ops ``fact_fast::fuzzy_loss`` /
 ``fuzzy_membership`` / ``fuzzy_backward``; ``triton``: the same three as ``*_triton`` custom ops)
 run one forward kernel and one backward kernel per call. The forward returns per-sample stats
 (the two log-sum-exps and the Jaccard numerator/denominator, [B, 4]) that the backward uses to
-rebuild ∂L/∂μ without any [B, C] softmax buffer; μ and the distances are recomputed there.
+rebuild the gradient without any [B, C] softmax buffer; μ and the distances are recomputed there.
+Both point-loss logits are fused (the ops' last argument, ``logit``: "scaled" or "log").
 Only the Gaussian membership kernel is fused; the others run in the reference. The kernels take no
 label mask: a masked ``fuzzy_loss`` runs the reference.
 """
@@ -112,7 +113,7 @@ def fuzzy_loss(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau, alpha: fl
         e: [B, C, d]; s: [C, d]; y: [B, C] binary labels (bool/int/float); tau > 0.
         alpha: weight of the set (fuzzy Jaccard) loss; logit_scale λ and threshold δ form the point
         loss's logit, f = λ(μ − δ) for ``logit="scaled"`` or f = λ·log(μ/δ) = λ(−‖e − s‖²/τ − log δ)
-        for ``logit="log"`` (both are 0 where μ = δ);
+        for ``logit="log"`` (both are 0 where μ = δ; the fused backends compute both);
         smooth: ε of the Jaccard; reduction: "mean" (over B; 0 for an empty batch), "sum" or "none".
         mask: optional bool [B, C], True where the label is observed. Unobserved entries are left
             out of both point-loss sums and of the Jaccard numerator and denominator (their label
@@ -157,7 +158,7 @@ def _tau_tensor(tau, e: torch.Tensor) -> torch.Tensor:
     return torch.full((), float(tau), dtype=_compute_dtype(e), device=e.device)
 
 
-def _loss_fake(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction):
+def _loss_fake(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, logit):
     acc = _compute_dtype(e)
     loss = e.new_empty((e.shape[0],) if reduction == "none" else (), dtype=acc)
     return loss, e.new_empty(e.shape[:2]), e.new_empty(e.shape[0], 4, dtype=acc)
@@ -167,7 +168,7 @@ def _membership_fake(e, s, tau):
     return e.new_empty(e.shape[:2])
 
 
-def _backward_fake(grad_loss, grad_mu, e, s, y, tau, stats, alpha, logit_scale, threshold, reduction):
+def _backward_fake(grad_loss, grad_mu, e, s, y, tau, stats, alpha, logit_scale, threshold, reduction, logit):
     # Contiguous, like the real kernels' outputs (empty_like would keep a transposed e's strides).
     return e.new_empty(e.shape), s.new_empty(s.shape), e.new_empty((), dtype=_compute_dtype(e))
 
@@ -176,9 +177,9 @@ def _autograd(backward_op):
     """(setup_context, backward) pairs for a loss op and a membership op sharing ``backward_op``."""
 
     def loss_setup(ctx, inputs, output):
-        e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction = inputs
+        e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, logit = inputs
         ctx.save_for_backward(e, s, y, tau, output[2])
-        ctx.params = (alpha, logit_scale, threshold, reduction)
+        ctx.params = (alpha, logit_scale, threshold, reduction, logit)
         # Unused outputs (typically μ, or the loss in an eval pass) then arrive as None and the
         # kernel skips their terms instead of reading a zero-filled [B, C] gradient.
         ctx.set_materialize_grads(False)
@@ -186,18 +187,18 @@ def _autograd(backward_op):
     def loss_backward(ctx, grad_loss, grad_mu, _grad_stats):
         e, s, y, tau, stats = ctx.saved_tensors
         if grad_loss is None and grad_mu is None:
-            return (None,) * 9
+            return (None,) * 10
         de, ds, dtau = backward_op(grad_loss, grad_mu, e, s, y, tau, stats, *ctx.params)
         need = ctx.needs_input_grad
         return (de if need[0] else None, ds if need[1] else None, None, dtau if need[3] else None,
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
     def membership_setup(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
     def membership_backward(ctx, grad_mu):
         e, s, tau = ctx.saved_tensors
-        de, ds, dtau = backward_op(None, grad_mu, e, s, None, tau, None, 0.0, 0.0, 0.0, "none")
+        de, ds, dtau = backward_op(None, grad_mu, e, s, None, tau, None, 0.0, 0.0, 0.0, "none", "scaled")
         need = ctx.needs_input_grad
         return de if need[0] else None, ds if need[1] else None, dtau if need[2] else None
 
@@ -206,22 +207,19 @@ def _autograd(backward_op):
 
 def _fused_loss(loss_op):
     def run(e, s, y, tau, alpha, logit_scale, threshold, smooth, reduction, mask=None, logit="scaled"):
-        # mask is None and logit is "scaled" here: _unmasked sends the other calls to the reference
-        loss, mu, _ = loss_op(e, s, y, _tau_tensor(tau, e), alpha, logit_scale, threshold, smooth, reduction)
+        # mask is None here: _unmasked sends masked calls to the reference
+        loss, mu, _ = loss_op(e, s, y, _tau_tensor(tau, e), alpha, logit_scale, threshold, smooth, reduction, logit)
         return loss, mu
     return run
 
 
 def _unmasked(reason_fn):
-    """``supports`` of a fused loss: the kernels take no mask and compute f = λ(μ − δ) only, so a
-    masked call or ``logit="log"`` goes to the reference."""
+    """``supports`` of a fused loss: the kernels take no mask, so a masked call goes to the reference
+    (both logits are fused)."""
     def supports(e, *args):
         mask = args[8] if len(args) > 8 else None  # (s, y, tau, alpha, λ, δ, ε, reduction, mask, logit)
-        logit = args[9] if len(args) > 9 else "scaled"
         if mask is not None:
             return "the fused fuzzy_loss kernels take no mask (the reference does)"
-        if logit != "scaled":
-            return f"the fused fuzzy_loss kernels compute f = λ(μ − δ) only, not logit={logit!r}"
         return reason_fn(e)
     return supports
 
@@ -262,28 +260,28 @@ if _extension.load() and _extension.has_kernel(OP_LOSS, "cpu"):
 
 @torch.library.custom_op("fact_fast::fuzzy_loss_triton", mutates_args=())
 def _fuzzy_loss_triton(e: torch.Tensor, s: torch.Tensor, y: torch.Tensor, tau: torch.Tensor, alpha: float,
-                       logit_scale: float, threshold: float, smooth: float, reduction: str
+                       logit_scale: float, threshold: float, smooth: float, reduction: str, logit: str
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from fact_fast.kernels import fuzzy as kernels
     return kernels.fuzzy_forward(e.contiguous(), s.contiguous(), y.contiguous(), tau, alpha, logit_scale,
-                                 threshold, smooth, reduction)
+                                 threshold, smooth, reduction, logit)
 
 
 @torch.library.custom_op("fact_fast::fuzzy_membership_triton", mutates_args=())
 def _fuzzy_membership_triton(e: torch.Tensor, s: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     from fact_fast.kernels import fuzzy as kernels
-    return kernels.fuzzy_forward(e.contiguous(), s.contiguous(), None, tau, 0.0, 0.0, 0.0, 0.0, "none")[1]
+    return kernels.fuzzy_forward(e.contiguous(), s.contiguous(), None, tau, 0.0, 0.0, 0.0, 0.0, "none", "scaled")[1]
 
 
 @torch.library.custom_op("fact_fast::fuzzy_backward_triton", mutates_args=())
 def _fuzzy_backward_triton(grad_loss: torch.Tensor | None, grad_mu: torch.Tensor | None, e: torch.Tensor,
                            s: torch.Tensor, y: torch.Tensor | None, tau: torch.Tensor, stats: torch.Tensor | None,
-                           alpha: float, logit_scale: float, threshold: float, reduction: str
+                           alpha: float, logit_scale: float, threshold: float, reduction: str, logit: str
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from fact_fast.kernels import fuzzy as kernels
     return kernels.fuzzy_backward(grad_loss, grad_mu, e.contiguous(), s.contiguous(),
                                   None if y is None else y.contiguous(), tau, stats, alpha, logit_scale,
-                                  threshold, reduction)
+                                  threshold, reduction, logit)
 
 
 _fuzzy_loss_triton.register_fake(_loss_fake)
