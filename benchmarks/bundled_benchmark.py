@@ -39,8 +39,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "fact_laplacian": ("membership kernel: laplacian", ["--membership", "laplacian"]),
     "fact_polynomial": ("membership kernel: polynomial", ["--membership", "polynomial"]),
     "cnn_bce": ("plain CNN + BCE, same trunk", ["--model", "resnet50_bce", *TRUNK]),
-    "fact_paper_norm": ("the paper's literal formula (no embedding normalisation)",
-                        ["--model-kwargs", "embedding_norm=none"]),
+    "fact_paper": ("FACT with the paper read literally (fact_tiny_paper: unnormalised kernel, bounded logit, "
+                   "raw S⁰, queries at std 0.02)", ["--model", "fact_tiny_paper"]),
     "asl": ("CNN + asymmetric loss", ["--model", "resnet50_asl", *TRUNK]),
     "focal": ("CNN + focal loss", ["--model", "resnet50_focal", *TRUNK]),
     "mlgcn": ("ML-GCN (reweighted graph)", ["--model", "mlgcn", "--graph", "reweighted", *TRUNK]),

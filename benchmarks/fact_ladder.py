@@ -29,11 +29,12 @@ import sys
 from benchmarks.batch import add_batch_arguments, run_batch
 from benchmarks.bundled_benchmark import TRUNK
 from fact_fast.metrics import mean_std
+from fact_fast.models.fact import PAPER_CHOICES
 
-__all__ = ["ROWS", "LADDER", "PAPER_LADDER", "read_row", "main"]
+__all__ = ["ROWS", "LADDER", "PAPER_LADDER", "SIDE_BRANCHES", "read_row", "table", "main"]
 
 PROBE = ["--model", "fact_head_probe"]
-NO_VQ_NO_GCN = ["--no-vq", "--no-gcn"]
+NO_VQ_NO_GCN = ["--model-kwargs", "use_vq=false", "--model-kwargs", "use_gcn=false"]
 
 
 def _kw(**values) -> list[str]:
@@ -43,36 +44,55 @@ def _kw(**values) -> list[str]:
     return out
 
 
-# The choices the project started from (before the ladder): the bounded logit, S⁰ as shipped, the
-# anchors as the GCN gives them, queries at std 0.02, τ from the first batch's median.
-STARTING_POINT = _kw(point_logit="scaled", logit_scale=10.0, init_tau="null", label_embedding_transform="none",
-                     center_anchors="false", query_init_std=0.02)
+# The model the project started from (before the ladder): the paper read literally (PAPER_CHOICES) but
+# with l2-normalised embeddings, and fact_tiny at d = 64, K = 256.
+STARTING_POINT = _kw(**{k: str(v).lower() if isinstance(v, bool) else v for k, v in PAPER_CHOICES.items()
+                        if k != "embedding_norm"}, dim=64, codebook_size=256)
 
 #: name -> (rung, what changes, fact_fast.train flags)
 ROWS: dict[str, tuple[str, str, list[str]]] = {
     "r0_cnn": ("R0", "CNN + BCE: mean pool, linear layer", ["--model", "resnet50_bce", *TRUNK]),
-    "r1_projection": ("R1", "+ 1×1 projection to d = 64", PROBE),
+    "r1_projection": ("R1", "+ 1×1 projection to d = 128", PROBE),
     "r2_interface": ("R2", "mean pool → the interface E_c, linear read-out", PROBE + _kw(pool="interface")),
     "r3_cosine16": ("R3", "linear → 16·cos(E_c, w_c) + b_c read-out",
                     PROBE + _kw(pool="interface", readout="cosine", cosine_scale=16)),
     "r3b_cosine5": ("R3b", "the same at scale 5",
                     PROBE + _kw(pool="interface", readout="cosine", cosine_scale=5)),
     "r4_gaussian_bce": ("R4", "Gaussian membership μ vs free anchors, BCE on the point loss's logit",
-                        NO_VQ_NO_GCN + ["--loss", "bce"]),
-    "r5_point": ("R5", "BCE → the point loss (ZLPR)", NO_VQ_NO_GCN + ["--alpha", "0"]),
+                        NO_VQ_NO_GCN + _kw(loss="bce")),
+    "r5_point": ("R5", "BCE → the point loss (ZLPR)", NO_VQ_NO_GCN + _kw(alpha=0)),
     "r6_point_set": ("R6", "+ the set loss (= FACT without VQ and GCN)", NO_VQ_NO_GCN),
-    "r7_gcn": ("R7", "free anchors → GCN anchors (= FACT without VQ)", ["--no-vq"]),
+    "r7_gcn": ("R7", "free anchors → GCN anchors (= FACT without VQ)", _kw(use_vq="false")),
     "r8_fact": ("R8", "+ the atomic visual space (= FACT)", []),
     # the same rungs with the starting point's choices
-    "p4_gaussian_bce": ("R4", "starting point: BCE", STARTING_POINT + NO_VQ_NO_GCN + ["--loss", "bce"]),
-    "p5_point": ("R5", "starting point: point loss", STARTING_POINT + NO_VQ_NO_GCN + ["--alpha", "0"]),
+    "p4_gaussian_bce": ("R4", "starting point: BCE", STARTING_POINT + NO_VQ_NO_GCN + _kw(loss="bce")),
+    "p5_point": ("R5", "starting point: point loss", STARTING_POINT + NO_VQ_NO_GCN + _kw(alpha=0)),
     "p6_point_set": ("R6", "starting point: point + set", STARTING_POINT + NO_VQ_NO_GCN),
-    "p7_gcn": ("R7", "starting point: GCN anchors", STARTING_POINT + ["--no-vq"]),
+    "p7_gcn": ("R7", "starting point: GCN anchors", STARTING_POINT + _kw(use_vq="false")),
     "p8_fact": ("R8", "starting point: FACT", STARTING_POINT),
+    # side branches: one open choice of FACT back to the starting point's, or another value
+    "s_logit_scaled": ("R8", "point-loss logit λ(μ − δ) instead of λ·log(μ/δ)", _kw(point_logit="scaled")),
+    "s_lambda5": ("R8", "λ = 5", _kw(logit_scale=5)),
+    "s_lambda20": ("R8", "λ = 20", _kw(logit_scale=20)),
+    "s_tau_fixed": ("R8", "τ initialised at 1.25 (slope 2λ/τ = 16 per unit cosine) instead of the median",
+                    _kw(init_tau=1.25)),
+    "s_s0_raw": ("R8", "S⁰ as shipped (not centred)", _kw(label_embedding_transform="none")),
+    "s_anchors_uncentred": ("R8", "GCN output not centred", _kw(center_anchors="false")),
+    "s_no_residual": ("R8", "no per-class residual on the anchors", _kw(anchor_residual="false")),
+    "s_query_std002": ("R8", "queries initialised at std 0.02", _kw(query_init_std=0.02)),
+    "s_bias_neglogm": ("R8", "interface bias b = −ln M", _kw(interface_bias="neg_log_m")),
+    "s_logit_bias": ("R8", "a learned per-class bias in the point loss's logit", _kw(logit_bias="true")),
+    "s_codebook256": ("R8", "K = 256", _kw(codebook_size=256)),
+    "s_codebook_lr10": ("R8", "codebook learning rate ×10", _kw(codebook_lr_scale=10)),
+    "s_no_restarts": ("R8", "no dead-code restarts", _kw(vq_restart_every=0)),
+    "s_alpha0": ("R8", "α = 0 (no set loss)", _kw(alpha=0)),
+    "s_unnormalised": ("R8", "E and S not l2-normalised (the paper's literal kernel)", _kw(embedding_norm="none")),
+    "s_dim64": ("R8", "d = 64", _kw(dim=64)),
 }
 LADDER = ["r0_cnn", "r1_projection", "r2_interface", "r3_cosine16", "r3b_cosine5", "r4_gaussian_bce", "r5_point",
           "r6_point_set", "r7_gcn", "r8_fact"]
 PAPER_LADDER = ["p4_gaussian_bce", "p5_point", "p6_point_set", "p7_gcn", "p8_fact"]
+SIDE_BRANCHES = [n for n in ROWS if n.startswith("s_")]
 
 #: (column title, metrics.jsonl key, scale)
 COLUMNS = [("val mAP", "val_mAP", 100), ("val AUC", "val_macro_auc", 100),
@@ -129,15 +149,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_batch_arguments(p, out="runs/fact_ladder", seeds="0")
-    p.add_argument("--ladder", choices=("default", "paper", "both"), default="default",
-                   help="which rungs when --rows is not given")
+    p.add_argument("--ladder", choices=("default", "paper", "side", "all"), default="default",
+                   help="which rows when --rows is not given: the ladder, the starting point's rungs, the side "
+                        "branches, or all of them")
     p.add_argument("--rows", nargs="+", choices=sorted(ROWS), help="rows to run (default: the ladder's)")
     args = p.parse_args(argv)
     if args.list:
         for name, (rung, what, flags) in ROWS.items():
             print(f"{name:18s} {rung:4s} {what}  [{' '.join(flags)}]")
         return 0
-    names = args.rows or {"default": LADDER, "paper": PAPER_LADDER, "both": LADDER + PAPER_LADDER}[args.ladder]
+    names = args.rows or {"default": LADDER, "paper": PAPER_LADDER, "side": SIDE_BRANCHES,
+                          "all": LADDER + PAPER_LADDER + SIDE_BRANCHES}[args.ladder]
     extra = [a for a in args.extra if a != "--"] + ["--no-eval-test"]
     failed = run_batch({n: ROWS[n][2] for n in names}, args.out, args.seeds, args.jobs, args.threads, extra)
     finished = [n for n in ROWS if os.path.isdir(os.path.join(args.out, n))]

@@ -31,20 +31,23 @@ def test_centred_label_embeddings_feed_the_gcn():
     model = create_model("fact_test", task, label_embedding_transform="center")
     s0 = task.label_embeddings
     assert torch.allclose(model.gcn.label_embeddings, s0 - s0.mean(0))
-    assert torch.allclose(create_model("fact_test", task).gcn.label_embeddings, s0)
+    assert torch.allclose(create_model("fact_test", task, label_embedding_transform="none").gcn.label_embeddings, s0)
 
 
 def test_centred_anchors_have_no_common_mode():
-    model = tiny(center_anchors=True)
+    model = tiny(center_anchors=True, anchor_residual=False)
     s = model.anchors()
     assert torch.allclose(s.sum(0), torch.zeros(s.shape[1]), atol=1e-5)
     assert torch.allclose(s, model.gcn() - model.gcn().mean(0), atol=1e-6)
 
 
 def test_residual_anchors_add_a_learned_vector_per_class():
-    model = tiny(anchor_residual=True)
+    model = tiny(anchor_residual=True, center_anchors=False)
     assert model.free_anchors.shape == (C, model.config.dim)
     assert torch.allclose(model.anchors(), model.gcn() + model.free_anchors)
+    centred = tiny(anchor_residual=True)  # the default: the GCN's output centred, then the residual
+    assert torch.allclose(centred.anchors(), centred.gcn() - centred.gcn().mean(0) + centred.free_anchors, atol=1e-6)
+    assert tiny(anchor_residual=False).free_anchors is None
     out = model(images())
     model.loss(out, (torch.rand(4, C) < 0.4).float())["total"].backward()
     assert model.free_anchors.grad.abs().sum() > 0 and model.gcn.layer2.weight.grad.abs().sum() > 0
@@ -54,7 +57,7 @@ def test_residual_anchors_add_a_learned_vector_per_class():
 def test_query_init_std():
     q = tiny(dim=32, query_init_std=1.0).interface.queries.detach()
     assert 0.7 < float(q.std()) < 1.0  # truncated at ±2σ: std ≈ 0.88σ
-    assert float(tiny().interface.queries.detach().std()) < 0.02
+    assert float(tiny(query_init_std=0.02).interface.queries.detach().std()) < 0.02
 
 
 @pytest.mark.parametrize("bad", [{"point_logit": "linear"}, {"label_embedding_transform": "whiten"},
@@ -74,7 +77,7 @@ def test_logit_bias_is_learned_through_the_point_loss():
 
 
 def test_diagnostics_match_their_definitions():
-    model = tiny(query_init_std=0.5).eval()
+    model = tiny(query_init_std=0.5, point_logit="scaled").eval()
     x = images(3)
     scores = torch.tensor([[0.9, 0.2, 0.5, 0.1, 0.7], [0.3, 0.8, 0.6, 0.4, 0.2]])
     targets = torch.tensor([[1.0, 0.0, float("nan"), 0.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0]])
@@ -182,3 +185,19 @@ def test_report_draws_the_diagnostics_in_groups():
     assert panels["interface gates"] == ["gate_std", "query_ratio"]
     assert panels["point-loss logit percentiles"] == ["logit_neg_p50", "logit_pos_p50"]
     assert panels["validation metrics"] == ["mAP"] and "tau" in panels
+
+
+def test_the_paper_reading_is_one_switch_away():
+    from dataclasses import replace
+
+    from fact_fast.models import get_model_config
+    from fact_fast.models.fact import PAPER_CHOICES
+
+    for name in ("fact_tiny", "fact_resnet50"):
+        default, paper = get_model_config(name), get_model_config(f"{name}_paper")
+        assert paper == replace(default, **PAPER_CHOICES)
+        assert all(getattr(default, k) != v for k, v in PAPER_CHOICES.items())  # each is a real switch
+    model = create_model("fact_tiny_paper", ring_task(C, seed=3), backbone="test_resnet", out_index=-1)
+    assert model.config.embedding_norm == "none" and model.criterion.logit == "scaled"
+    assert model.free_anchors is None
+    assert torch.allclose(model.gcn.label_embeddings, ring_task(C, seed=3).label_embeddings)

@@ -18,7 +18,7 @@ from fact_fast.nn.membership import KERNELS
 
 from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
 
-__all__ = ["FACTConfig", "FACT", "EMBEDDING_NORMS"]
+__all__ = ["FACTConfig", "FACT", "EMBEDDING_NORMS", "PAPER_CHOICES"]
 
 EMBEDDING_NORMS = ("none", "l2")
 LABEL_EMBEDDING_TRANSFORMS = ("none", "center")
@@ -37,10 +37,18 @@ def transform_label_embeddings(s0: torch.Tensor, how: str) -> torch.Tensor:
 
 @dataclass
 class FACTConfig:
-    """Architecture + objective hyper-parameters. Defaults are the paper's: with C=40 classes and
-    384-d label embeddings the resnet50 model has 26,019,393 parameters (paper: 25.87 M, +0.6 %)
-    and 4.203 G multiply-adds at 3×224×224 (paper: 4.21 G, −0.2 %): trunk 23.51 M / 4.087 G,
-    projection 1.05 M, codebook 0.52 M, GCN 0.92 M, queries 0.02 M, τ 1."""
+    """Architecture + objective hyper-parameters.
+
+    The sizes are the paper's: with C=40 classes and 384-d label embeddings the resnet50 model has
+    26,039,873 parameters (paper: 25.87 M, +0.7 %) and 4.203 G multiply-adds at 3×224×224 (paper:
+    4.21 G, −0.2 %): trunk 23.51 M / 4.087 G, projection 1.05 M, codebook 0.52 M, GCN 0.92 M,
+    queries and anchor residuals 0.04 M, τ 1.
+
+    The second group are the choices the paper leaves open. Their defaults were chosen on the
+    validation split of the bundled benchmark, one rung at a time from a plain CNN to full FACT
+    (docs/fact_head.md has the evidence); :data:`PAPER_CHOICES` holds the literal reading the
+    project started from (``fact_tiny_paper`` / ``fact_resnet50_paper``).
+    """
 
     backbone: str = "resnet50"
     pretrained: bool = False
@@ -52,30 +60,39 @@ class FACTConfig:
     beta: float = 0.25             # commitment weight inside L_commit
     gamma: float = 1.0             # weight of L_commit in the total loss
     alpha: float = 1.0             # weight of L_set
-    logit_scale: float = 10.0      # λ
-    threshold: float = 0.5         # δ
     smooth: float = 1.0            # ε of the fuzzy Jaccard
-    use_vq: bool = True
+    use_vq: bool = True            # ablation switches of the paper
     use_gcn: bool = True
     membership: str = "gaussian"
     loss: str = "fuzzy"
-    interface_bias: str = "zero"
-    # "l2" (default): E and S on the unit sphere before the membership, so ‖e − s‖² ≤ 4. "none" is the
-    # paper's literal formula; on the synthetic benchmark it collapses (μ → 0 for every class within
-    # ~20 steps, val mAP 7 vs 17.5 with l2; docs/benchmark.md).
+    gcn_negative_slope: float = 0.2
+    # -- open choices (docs/fact_head.md) ---------------------------------------------------------
+    # The point loss is ZLPR on a logit f the paper does not define. "log": f = λ·log(μ/δ) =
+    # λ(−‖ê − ŝ‖²/τ − log δ), unbounded below, so the prior of a rare class can be fitted; "scaled":
+    # f = λ(μ − δ), bounded in [−λδ, λ(1 − δ)]. Both are 0 where μ = δ, the decision threshold.
+    point_logit: str = "log"
+    logit_scale: float = 10.0      # λ
+    threshold: float = 0.5         # δ
+    logit_bias: bool = False       # a learned per-class bias b_c (from the class prior) added to f
+    # "l2": E and S on the unit sphere before the membership, so ‖e − s‖² ≤ 4; "none" is the literal
+    # formula, whose embeddings' scale runs away with the bounded logit.
     embedding_norm: str = "l2"
+    init_tau: float | None = None  # None: from the first batch, median μ = 1/2 (see FuzzyMembership)
+    tau_lr_scale: float = 1.0      # learning-rate multiplier of log τ
+    # Sentence embeddings share one direction (mean pairwise cosine 0.73 for the shipped MiniLM
+    # vectors) and the GCN's Â² is low-pass: as shipped, the anchors start at cosine 0.95 and move
+    # together. "center" removes the common direction of S⁰, center_anchors that of the GCN's output,
+    # and anchor_residual adds a free vector per class that the graph does not smooth.
+    label_embedding_transform: str = "center"
+    center_anchors: bool = True
+    anchor_residual: bool = True
+    # Queries at std 0.02 make the interface a shared mean pool (gates 0.500 ± 0.002, every class
+    # the same E_c); at std 1 the gates start selective.
+    query_init_std: float = 1.0
+    interface_bias: str = "zero"
     vq_data_init: bool = True
     vq_restart_every: int = 0      # re-seed dead codes every N training steps (0: never)
-    init_tau: float | None = None  # None: from the first batch (see FuzzyMembership)
-    gcn_negative_slope: float = 0.2
-    codebook_lr_scale: float = 10.0  # the codebook learns only through the commitment loss
-    tau_lr_scale: float = 1.0        # learning-rate multiplier of log τ
-    point_logit: str = "scaled"      # the point loss's logit: "scaled" λ(μ − δ) or "log" λ·log(μ/δ)
-    label_embedding_transform: str = "none"  # S⁰ before the GCN: "none" or "center" (minus the class mean)
-    anchor_residual: bool = False    # S = GCN(S⁰) + R with R [C, d] a free, learned per-class residual
-    query_init_std: float = 0.02     # std of the interface queries Q at initialisation
-    center_anchors: bool = False     # S minus its mean over the classes (the GCN's common mode removed)
-    logit_bias: bool = False         # a learned per-class bias b_c added to the point loss's logit
+    codebook_lr_scale: float = 1.0  # learning-rate multiplier of the codebook
 
     def __post_init__(self):
         if self.membership not in KERNELS:
@@ -109,6 +126,13 @@ class FACTConfig:
         return cls(**d)
 
 
+def _prior_logits(prevalence: torch.Tensor) -> torch.Tensor:
+    """log(p / (1 − p)) of the train prevalence ``[C]`` (float32; 0 where unknown), clamped to
+    prevalences in [1e-4, 1 − 1e-4]: a logit that starts at the class prior."""
+    p = torch.nan_to_num(prevalence.double(), nan=0.5).clamp(1e-4, 1 - 1e-4)
+    return (p / (1 - p)).log().float()
+
+
 def _mean_pairwise_cos(x: torch.Tensor) -> float:
     """Mean cosine between two different rows of ``x [C, d]``."""
     n = F.normalize(x.float(), dim=-1)
@@ -117,6 +141,14 @@ def _mean_pairwise_cos(x: torch.Tensor) -> float:
         return 1.0
     g = n @ n.T
     return float((g.sum() - g.diagonal().sum()) / (c * (c - 1)))
+
+
+#: The open choices as the project first read the paper: the literal kernel on unnormalised
+#: embeddings, the bounded logit λ(μ − δ), S⁰ and the GCN's output as they are, queries at std 0.02,
+#: a 10× codebook learning rate. One switch away as ``fact_tiny_paper`` and ``fact_resnet50_paper``.
+PAPER_CHOICES = {"point_logit": "scaled", "embedding_norm": "none", "label_embedding_transform": "none",
+                 "center_anchors": False, "anchor_residual": False, "query_init_std": 0.02,
+                 "codebook_lr_scale": 10.0}
 
 
 class FACT(MultiLabelModel):
@@ -156,7 +188,7 @@ class FACT(MultiLabelModel):
             self.gcn = None
             self.free_anchors = nn.Parameter(torch.randn(C, c.dim) * 0.02)
         self.membership = FuzzyMembership(c.membership, init_tau=c.init_tau)
-        self.logit_bias = nn.Parameter(torch.zeros(C)) if c.logit_bias else None
+        self.logit_bias = nn.Parameter(_prior_logits(task.prevalence)) if c.logit_bias else None
         self.criterion = FACTLoss(c.loss, alpha=c.alpha, gamma=c.gamma, logit_scale=c.logit_scale,
                                   threshold=c.threshold, smooth=c.smooth, logit=c.point_logit)
 
@@ -276,6 +308,8 @@ class FACT(MultiLabelModel):
                "query_ratio": float(q.norm(dim=-1).mean() / attended.norm(dim=-1).mean().clamp_min(1e-12))
                if len(images) else None}
         f = self.criterion.logits(ModelOutput(scores.float(), None, {}))
+        if self.logit_bias is not None:
+            f = f + self.logit_bias.detach().float().to(f.device)
         known = ~torch.isnan(targets)
         for name, sel in (("pos", known & (targets > 0.5)), ("neg", known & (targets < 0.5))):
             vals = f[sel]
@@ -314,14 +348,21 @@ class FACT(MultiLabelModel):
         return self(images).scores > self.config.threshold
 
 
-# The paper's model (SPEC §2 defaults).
+# The paper's model: ResNet-50 trunk, d = 512, K = 1024, GCN hidden 1024.
 register_model("fact_resnet50", FACT, description="FACT with a ResNet-50 trunk (the paper's model)")
+register_model("fact_resnet50_paper", FACT, description="fact_resnet50 with the paper read literally "
+               "(PAPER_CHOICES: unnormalised kernel, bounded logit, raw S⁰, queries at std 0.02)", **PAPER_CHOICES)
 # Small CPU-friendly model for the bundled synthetic benchmark (the default of `python -m
 # fact_fast.train`): the small `fact_resnet_tiny` trunk (fact_fast.nn.trunks) up to its stride-16
 # stage, so a 64 px image gives FACT 4 x 4 = 16 feature positions for its atoms and its interface
-# attention. The trunk was chosen with the plain CNN + BCE baseline on validation (docs/benchmark.md).
+# attention; d = 128, the trunk's width (d = 64 lost 2 validation mAP, docs/fact_head.md). The trunk
+# was chosen with the plain CNN + BCE baseline on validation (docs/benchmark.md).
+_TINY = dict(backbone="fact_resnet_tiny", out_index=3, dim=128, codebook_size=1024, gcn_hidden=128,
+             vq_restart_every=10)
 register_model("fact_tiny", FACT, description="FACT on the small fact_resnet_tiny trunk, stride 16 (CPU default)",
-               backbone="fact_resnet_tiny", out_index=3, dim=64, codebook_size=256, gcn_hidden=128, vq_restart_every=10)
+               **_TINY)
+register_model("fact_tiny_paper", FACT, description="fact_tiny with the paper read literally (PAPER_CHOICES)",
+               **_TINY, **PAPER_CHOICES)
 # Tiny smoke-test model (timm's `test_resnet`, 96 channels, stride 32).
 register_model("fact_test", FACT, description="FACT smoke-test size", backbone="test_resnet", dim=32,
                codebook_size=64, gcn_hidden=64)

@@ -37,7 +37,7 @@ class HeadProbeConfig(TrunkConfig):
     * ``query_init_std``, ``interface_bias``: the interface's, as in FACT.
     """
 
-    dim: int | None = 64
+    dim: int | None = 128
     pool: str = "mean"
     readout: str = "linear"
     cosine_scale: float = 16.0
@@ -104,4 +104,4 @@ class HeadProbe(MultiLabelModel):
 register_model("fact_head_probe", HeadProbe,
                description="diagnostic: fact_tiny's trunk, 1×1 projection, mean pool or FACT's interface, "
                            "linear or scaled-cosine read-out, BCE (the fact_ladder rungs)",
-               backbone="fact_resnet_tiny", out_index=3, dim=64)
+               backbone="fact_resnet_tiny", out_index=3, dim=128)
