@@ -1,4 +1,4 @@
-"""End-to-end FACT training-step benchmark (SPEC §5): the reference backend vs ``auto``.
+"""End-to-end FACT training-step benchmark (docs/design.md §4): the reference backend vs ``auto``.
 
     python -m benchmarks.train_step                                  # resnet50, 448², bf16 on GPU
     python -m benchmarks.train_step --head-only                      # cached backbone features

@@ -3,7 +3,7 @@
 One program per (ROWS consecutive rows, feature block); for each of its rows the loop over the
 row's edges takes its bounds from rowptr and gathers a [BLOCK_E, BLOCK_F] tile of neighbour
 features per step, accumulating in float32. Several rows per program amortize a program's start
-over the short rows of sparse graphs (1M rows of ~10 edges in SPEC §5's large case). No atomics,
+over the short rows of sparse graphs (1M rows of ~10 edges in docs/design.md §4's large case). No atomics,
 so results are deterministic. Every loaded index is masked against [0, nnz) / [0, n), so a
 malformed CSR never reads out of bounds (the front-end has already rejected it).
 """

@@ -2,7 +2,7 @@
 # The whole GPU pass in one call, budgeted for 10 minutes on one H100/H200 with 16 cores (the step
 # limits below are estimates until a GPU run records real times in gpu_check.json):
 # build for the local GPU only, selftest, the GPU test suite (Triton for real, the `cuda` tests),
-# the SPEC §5 benchmarks at full size (reference, torch.compile(reference), SDPA flash, torch sparse
+# the docs/design.md §4 benchmarks at full size (reference, torch.compile(reference), SDPA flash, torch sparse
 # mm, every fused backend; fp32 and bf16; the fuzzy loss's kernel launches per step), compute-sanitizer
 # (memcheck on one small case per CUDA kernel, racecheck on attention) and the FACT train step.
 #

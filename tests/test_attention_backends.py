@@ -300,7 +300,7 @@ def test_head_dims_beyond_the_kernel_limits_fall_back():
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_fused_backends_under_autocast(backend, device):
     """Under bf16 autocast (``--amp``) the fused ops take their bf16 inputs as they are and give the
-    reference's result (autocast used to re-cast the compiled CPU kernel's internal matmuls)."""
+    reference's result (autocast must not re-cast the compiled CPU kernel's internal matmuls)."""
     _skip_unsupported(backend, device, torch.bfloat16)
     q, k, v = _inputs(SHAPES["basic"], torch.bfloat16, device)
     with torch.autocast(device_type=device, dtype=torch.bfloat16):

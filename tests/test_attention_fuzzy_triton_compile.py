@@ -90,7 +90,7 @@ def compile_fuzzy(capability: int, dt: str, b: int, c_: int, d: int, sms: int = 
               f"{ptxas_report(compiled, capability)}")
 
 
-# (B, C, d): FACT size, SPEC §5's large case (8 samples per program), one-element and widest rows
+# (B, C, d): FACT size, docs/design.md §4's large case (8 samples per program), one-element and widest rows
 FUZZY_CASES = ((32, 40, 512), (4096, 1000, 256), (1, 1, 1), (64, 7, 8192))
 
 

@@ -1,6 +1,6 @@
 """Under torch.autocast (bf16 AMP) every fused op runs on the dtype it is given, with autocast off
 inside it: float32 inputs give exactly the float32 result and gradients, and a FACT training step
-works on every CPU backend (autocast used to re-cast the compiled kernels' internal matmuls)."""
+works on every CPU backend (autocast must not re-cast the compiled kernels' internal matmuls)."""
 import pytest
 import torch
 

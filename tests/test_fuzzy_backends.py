@@ -555,7 +555,7 @@ class _AbortAfterwards:
 
 
 def test_triton_counter_is_fresh_every_call(monkeypatch):
-    """A counter left non-zero by one launch must not corrupt the next loss or dτ (issue 12, item 4)."""
+    """A counter left non-zero by one launch must not corrupt the next loss or dτ."""
     _triton_runs_here()
     from fact_fast.kernels import _launch
     from fact_fast.kernels import fuzzy as kernels

@@ -1,4 +1,4 @@
-"""FACT objective (SPEC §2.7): hand-computed formula, edge cases, BCE ablation."""
+"""FACT objective (docs/design.md §2.7): hand-computed formula, edge cases, BCE ablation."""
 import math
 
 import pytest

@@ -197,7 +197,7 @@ def test_interface_bias_modes():
 
 
 def test_paper_parameter_and_mac_budget():
-    """SPEC §2: fact_resnet50, C=40, 384-d label embeddings -> 25.87 M params, 4.21 GMACs at 224², ±2 %."""
+    """docs/design.md §2: fact_resnet50, C=40, 384-d label embeddings -> 25.87 M params, 4.21 GMACs at 224², ±2 %."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)

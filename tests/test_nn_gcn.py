@@ -1,4 +1,4 @@
-"""LabelGCN: the two-layer GCN of SPEC §2.4 against a dense formulation, and its cached CSRGraph."""
+"""LabelGCN: the two-layer GCN of docs/design.md §2.4 against a dense formulation, and its cached CSRGraph."""
 import pytest
 import torch
 import torch.nn.functional as F

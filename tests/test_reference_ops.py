@@ -1,5 +1,5 @@
 """The reference ops against independent formulations (explicit distance tables, dense matrices,
-per-element loops), float64 gradchecks, and the bad-input errors of SPEC §3."""
+per-element loops), float64 gradchecks, and the bad-input errors of docs/design.md §3."""
 import itertools
 import math
 
@@ -180,7 +180,7 @@ def test_attention_gradcheck():
 # --- fuzzy ---------------------------------------------------------------------------------------
 
 def loop_fuzzy_loss(e, s, y, tau, alpha, lam, delta, eps):
-    """SPEC §2.7 written out per sample with Python sums."""
+    """docs/design.md §2.7 written out per sample with Python sums."""
     losses = []
     for b in range(e.shape[0]):
         mu = [math.exp(-float(((e[b, c] - s[c]) ** 2).sum()) / tau) for c in range(e.shape[1])]

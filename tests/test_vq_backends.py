@@ -137,7 +137,7 @@ def test_quantize_forward(backend, device, dtype, atol, rtol, shape, k):
 
 
 def _oracle_grads(z, codebook, beta, index, gv, gl):
-    """Gradients of SPEC §2.3 in float64 for given indices: returns (dz, dcodebook) as float64."""
+    """Gradients of docs/design.md §2.3 in float64 for given indices: returns (dz, dcodebook) as float64."""
     z64, cb64 = z.detach().double().cpu(), codebook.detach().double().cpu()
     zq = cb64[index.cpu()]
     denom = max(z64.numel(), 1)
@@ -463,6 +463,6 @@ def test_triton_split_codebook_matches_one_sweep(dtype, splits):
 def test_triton_splits_only_small_row_counts():
     vq = _triton_kernels()
     assert vq.codebook_splits(6272, 1024, 132, 256) == 2  # FACT size: 98 row blocks -> 196 programs
-    assert vq.codebook_splits(65536, 8192, 132, 256) == 1  # SPEC's large case fills the GPU already
+    assert vq.codebook_splits(65536, 8192, 132, 256) == 1  # the large case of docs/design.md §4 fills the GPU already
     assert vq.codebook_splits(100, 8192, 132, 256) == vq.MAX_SPLITS
     assert vq.codebook_splits(100, 300, 132, 256) == 1  # too few codewords to split

@@ -1,4 +1,4 @@
-"""sigmoid_attention / sigmoid_interface cases (SPEC §5).
+"""sigmoid_attention / sigmoid_interface cases (docs/design.md §4).
 
 sigmoid_attention: FACT size B=32, Lq=40, Lk=196, d=512; large B·H=128, L=4096, d=128 (scaled on CPU).
 sigmoid_interface: FACT's operator with the class queries shared by the batch, q [40, 512], v [32, 196, 512].

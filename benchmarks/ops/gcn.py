@@ -1,4 +1,4 @@
-"""gcn_propagate cases (SPEC §5): FACT size C=40 labels; large n=1M nodes, nnz=10M, f=128.
+"""gcn_propagate cases (docs/design.md §4): FACT size C=40 labels; large n=1M nodes, nnz=10M, f=128.
 
 Baselines besides every fused backend (timed by the harness through the raw-tensor call, which
 also computes the degrees each call):

@@ -1,4 +1,4 @@
-"""vq_nearest / vq_quantize cases (SPEC §5): FACT size N=32·196, K=1024, d=512; large N=65536, K=8192, d=256.
+"""vq_nearest / vq_quantize cases (docs/design.md §4): FACT size N=32·196, K=1024, d=512; large N=65536, K=8192, d=256.
 
 Baselines: ``torch.compile(reference)`` and, when the ``faiss`` package (faiss-cpu) is importable,
 faiss's exact flat L2 search (``IndexFlatL2.search(x, 1)``, on CPU, fp32 copies made outside the

@@ -1,4 +1,4 @@
-"""FACT: Fuzzy Alignment with Comorbidity Topology (SPEC §2), assembled from ``fact_fast.nn``."""
+"""FACT: Fuzzy Alignment with Comorbidity Topology (docs/design.md §2), assembled from ``fact_fast.nn``."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""timm backbone wrapper returning one feature map (SPEC §2.1)."""
+"""timm backbone wrapper returning one feature map (docs/design.md §2.1)."""
 from __future__ import annotations
 
 from collections import OrderedDict

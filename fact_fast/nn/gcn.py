@@ -1,4 +1,4 @@
-"""Graph convolution over the label (comorbidity) graph (SPEC §2.4)."""
+"""Graph convolution over the label (comorbidity) graph (docs/design.md §2.4)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Semantic interface operator E = Q + σ(Q Vᵀ/√d + b) V (SPEC §2.5)."""
+"""Semantic interface operator E = Q + σ(Q Vᵀ/√d + b) V (docs/design.md §2.5)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""FACT objective: fuzzy point + set loss (or the BCE ablation) + γ·commitment (SPEC §2.7)."""
+"""FACT objective: fuzzy point + set loss (or the BCE ablation) + γ·commitment (docs/design.md §2.7)."""
 from __future__ import annotations
 
 import torch

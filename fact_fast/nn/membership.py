@@ -1,4 +1,4 @@
-"""Fuzzy membership head μ = k(e, s; τ) with a learnable, log-parametrised τ (SPEC §2.6)."""
+"""Fuzzy membership head μ = k(e, s; τ) with a learnable, log-parametrised τ (docs/design.md §2.6)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Vector quantizer over a learned codebook (the atomic visual space, SPEC §2.3)."""
+"""Vector quantizer over a learned codebook (the atomic visual space, docs/design.md §2.3)."""
 from __future__ import annotations
 
 import math

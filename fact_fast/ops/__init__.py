@@ -1,4 +1,4 @@
-"""fact_fast.ops — FACT's four kernel families as drop-in ops (SPEC §3).
+"""fact_fast.ops — FACT's four kernel families as drop-in ops (docs/design.md §3).
 
 Every op validates its inputs, then dispatches to a backend: ``reference`` (plain PyTorch),
 ``cpu`` / ``cuda`` (the compiled extension) or ``triton``. See :mod:`fact_fast.ops._backend`

@@ -1,4 +1,4 @@
-"""Sigmoid attention and FACT's semantic interface operator (SPEC §3).
+"""Sigmoid attention and FACT's semantic interface operator (docs/design.md §3).
 
 Front-end (validation + dispatch) and backend registrations of the attention family.
 """

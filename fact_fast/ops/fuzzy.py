@@ -1,4 +1,4 @@
-"""Fuzzy membership and FACT's point + set loss (SPEC §2.6–2.7, §3).
+"""Fuzzy membership and FACT's point + set loss (docs/design.md §2.6–2.7, §3).
 
 Front-end (validation + dispatch) and backend registrations of the fuzzy family.
 

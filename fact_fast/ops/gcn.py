@@ -1,4 +1,4 @@
-"""Normalized sparse GCN propagation: ``gcn_propagate`` (SPEC §3) and its graph object ``CSRGraph``.
+"""Normalized sparse GCN propagation: ``gcn_propagate`` (docs/design.md §3) and its graph object ``CSRGraph``.
 
 Front-end (validation + dispatch) and backend registrations of the GCN family.
 

@@ -1,4 +1,4 @@
-"""Vector quantization ops: ``vq_nearest`` and ``vq_quantize`` (SPEC §3).
+"""Vector quantization ops: ``vq_nearest`` and ``vq_quantize`` (docs/design.md §3).
 
 Front-end (validation + dispatch) and backend registrations of the VQ family.
 
@@ -74,7 +74,7 @@ def vq_nearest(z: torch.Tensor, codebook: torch.Tensor, *, deterministic: bool |
 
 def vq_quantize(z: torch.Tensor, codebook: torch.Tensor, beta: float = 0.25, *, deterministic: bool | None = None,
                 backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Quantize z to its nearest codewords with a straight-through estimator (SPEC §2.3).
+    """Quantize z to its nearest codewords with a straight-through estimator (docs/design.md §2.3).
 
     Args:
         z: [..., d] float16/bfloat16/float32 (float64: cpu and reference backends).

@@ -1,4 +1,4 @@
-"""Reference fuzzy membership and FACT's point + set loss (SPEC §2.6–2.7)."""
+"""Reference fuzzy membership and FACT's point + set loss (docs/design.md §2.6–2.7)."""
 from __future__ import annotations
 
 import math
