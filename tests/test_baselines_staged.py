@@ -692,7 +692,10 @@ def test_ldr_runs_both_stages_from_one_command(ldr_run, tmp_path):
     assert [(r["stage"], r["epoch"]) for r in log] == [("decouple", 1), ("reconstruct", 1)]
     assert "train_bce" in log[0] and {"train_m_step_bce", "train_e_step_gce"} <= set(log[1])
     best = load_checkpoint(os.path.join(ldr_run, "best.pt"))
-    assert best["stage"] == "reconstruct" and best["eval_views"] is False
+    with open(os.path.join(ldr_run, "stages.json")) as fh:
+        selected = json.load(fh)["selected"]
+    assert best["stage"] == selected and best["eval_views"] is False
+    assert {"metrics_test-decouple.json", "metrics_test-reconstruct.json"} <= files
     # stage 2 started from stage 1's best weights: its Gaussians are the class statistics of the
     # best-decouple.pt model over the training set (eval transform), recomputed here
     stage1 = load_checkpoint(os.path.join(ldr_run, "best-decouple.pt"))
@@ -748,7 +751,7 @@ def test_chexfusion_two_stages_on_single_image_studies(tmp_path):
     assert train.main(["--model", "chexfusion", "--out", str(out)] + TINY_RUN + KWARGS["chexfusion"]) == 0
     assert {"best-backbone.pt", "best-fusion.pt", "best.pt"} <= set(os.listdir(out))
     assert [r["stage"] for r in read_log(str(out))] == ["backbone", "fusion"]
-    best = load_checkpoint(str(out / "best.pt"))
+    best = load_checkpoint(str(out / "best-fusion.pt"))
     assert best["stage"] == "fusion" and best["eval_views"] is True and bool(best["model"]["fusion_active"])
     # the fusion stage started from stage 1's best weights and never moved the backbone
     stage1 = load_checkpoint(str(out / "best-backbone.pt"))["model"]
@@ -756,7 +759,8 @@ def test_chexfusion_two_stages_on_single_image_studies(tmp_path):
         if k.startswith(("backbone.", "head.")):
             assert torch.equal(best["model"][k], v), k
     out_json = tmp_path / "val.json"
-    assert evaluate.main([str(out / "best.pt"), "--split", "val", "--out", str(out_json), "--no-progress"]) == 0
+    assert evaluate.main([str(out / "best-fusion.pt"), "--split", "val", "--out", str(out_json),
+                          "--no-progress"]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["num_samples"] == 32 and metrics["mAP"] == pytest.approx(best["metrics"]["val"]["mAP"], abs=1e-6)
 
