@@ -47,8 +47,9 @@ class TrainConfig:
     translate: float | None = _opt(None, "train-time random translation, fraction of the side")
     cache_dir: str | None = _opt(None, "on-disk cache of decoded, resized images (built once per split)", metavar="DIR")
     graph: str = _opt("topk", "label-graph construction from the train labels (docs/label_graph.md): top-k "
-                              "partners by lift (default), ML-GCN's threshold or re-weighted graph, or a lift threshold",
-                      choices=("topk", "threshold", "reweighted", "lift"))
+                              "partners by lift (default), ML-GCN's threshold or re-weighted graph, the top-k graph "
+                              "with ML-GCN's re-weighting, or a lift threshold",
+                      choices=("topk", "threshold", "reweighted", "topk_reweighted", "lift"))
     graph_kwargs: dict = _opt({}, "label-graph parameters, e.g. --graph-kwargs k=5 or threshold=0.3 "
                                   "(defaults in fact_fast.data.GRAPH_METHODS)", metavar="KEY=VALUE")
     label_embeddings: str | None = _opt(None, "path to a .npy [C, D] of label text embeddings "
