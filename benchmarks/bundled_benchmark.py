@@ -45,8 +45,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "focal": ("CNN + focal loss", ["--model", "resnet50_focal", *TRUNK]),
     "mlgcn": ("ML-GCN (reweighted graph)", ["--model", "mlgcn", "--graph", "reweighted", *TRUNK]),
     # the experts split the trunk's last stage, so this row's trunk runs to stage 4 (stride 32)
-    "mlgcn_experts": ("ML-GCN with experts (cycle sampler; the trunk to its last stage)",
-                      ["--model", "mlgcn_experts", "--sampler", "cycle", "--backbone", TRUNK_NAME]),
+    "mlgcn_experts": ("ML-GCN with experts (cycle sampler, top-k graph re-weighted as ML-GCN; the trunk to its "
+                      "last stage)",
+                      ["--model", "mlgcn_experts", "--sampler", "cycle", "--graph", "topk_reweighted",
+                       "--backbone", TRUNK_NAME]),
     "ldr": ("LDR", ["--model", "ldr", *TRUNK]),
     "chexfusion": ("CheXFusion", ["--model", "chexfusion", *TRUNK]),
     "proto_contrast": ("prototype contrastive learning", ["--model", "proto_contrast", *TRUNK]),

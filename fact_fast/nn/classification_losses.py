@@ -22,7 +22,8 @@ from .losses import masked_mean
 
 __all__ = ["CLASSIFICATION_LOSSES", "REDUCTIONS", "NEGATIVE_WEIGHTINGS", "reduce_masked", "bce_loss",
            "asymmetric_loss", "weighted_asymmetric_loss", "focal_loss", "generalized_cross_entropy_loss",
-           "multilabel_soft_margin_loss", "ride_diversity_loss", "prototype_contrastive_loss"]
+           "multilabel_soft_margin_loss", "ride_diversity_loss", "jensen_shannon_diversity_loss",
+           "prototype_contrastive_loss"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -203,8 +204,18 @@ def multilabel_soft_margin_loss(logits: torch.Tensor, targets: torch.Tensor,
     return per_sample.sum() / (known > 0).sum().clamp_min(1).to(per.dtype)
 
 
+def _check_experts(expert_logits: torch.Tensor, name: str) -> int:
+    if not isinstance(expert_logits, torch.Tensor) or expert_logits.dim() != 3 or not expert_logits.is_floating_point():
+        raise ValueError(f"expert_logits must be a float [n_experts, B, C] tensor, got "
+                         f"{list(getattr(expert_logits, 'shape', [type(expert_logits).__name__]))}")
+    if expert_logits.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 experts, got {expert_logits.shape[0]}")
+    return expert_logits.shape[0]
+
+
 def ride_diversity_loss(expert_logits: torch.Tensor) -> torch.Tensor:
-    """RIDE-style expert diversity term (Wang et al., ICLR'21; seed 002 Eq. 3)::
+    """RIDE-style expert diversity term (Wang et al., ICLR 2021; Eq. 3 of "Enhancing Multi-Label
+    Long-Tailed Classification on Chest X-Rays through ML-GCN Augmentation", ICCV Workshops 2023)::
 
         L_div = −1/(n − 1) · Σ_i KL(p̄ ‖ p⁽ⁱ⁾),   p⁽ⁱ⁾ = softmax_c(z⁽ⁱ⁾),   p̄ = (1/n) Σ_i p⁽ⁱ⁾
 
@@ -212,18 +223,36 @@ def ride_diversity_loss(expert_logits: torch.Tensor) -> torch.Tensor:
     constant in the backward (RIDE computes it under ``no_grad``), so each expert is pushed away
     from the ensemble, not the ensemble towards it. Minimising L_div *increases* the
     divergence, hence the minus sign. The term uses no labels: unknown labels do not matter.
+    It has no lower bound: an expert whose distribution puts ~0 where p̄ does not makes it
+    arbitrarily negative (see :func:`jensen_shannon_diversity_loss`).
     """
-    if not isinstance(expert_logits, torch.Tensor) or expert_logits.dim() != 3 or not expert_logits.is_floating_point():
-        raise ValueError(f"expert_logits must be a float [n_experts, B, C] tensor, got "
-                         f"{list(getattr(expert_logits, 'shape', [type(expert_logits).__name__]))}")
-    n, B, _ = expert_logits.shape
-    if n < 2:
-        raise ValueError(f"ride_diversity_loss needs at least 2 experts, got {n}")
+    n = _check_experts(expert_logits, "ride_diversity_loss")
+    B = expert_logits.shape[1]
     log_p = F.log_softmax(_wide(expert_logits), dim=-1)
     with torch.no_grad():
         log_p_bar = torch.logsumexp(log_p, dim=0) - math.log(n)  # log of the mean, without log(0)
         p_bar = log_p_bar.exp()
     kl = (p_bar * (log_p_bar - log_p)).sum(dim=-1)  # [n, B]: KL(p̄ ‖ p⁽ⁱ⁾) per expert and sample
+    return -kl.sum(dim=0).mean() / (n - 1) if B else kl.sum() * 0.0
+
+
+def jensen_shannon_diversity_loss(expert_logits: torch.Tensor) -> torch.Tensor:
+    """A bounded expert diversity term: the generalised Jensen–Shannon divergence of the experts'
+    class distributions, negated, with the normalisation of RIDE's term::
+
+        L_div = −1/(n − 1) · Σ_i KL(p⁽ⁱ⁾ ‖ p̄),   p⁽ⁱ⁾ = softmax_c(z⁽ⁱ⁾),   p̄ = (1/n) Σ_i p⁽ⁱ⁾
+
+    averaged over the batch; ``expert_logits`` float ``[n, B, C]``. Since p⁽ⁱ⁾ ≤ n·p̄, every KL
+    term lies in [0, log n], so ``−n log n / (n − 1) ≤ L_div ≤ 0``: minimising it still spreads
+    the experts apart, but once they disagree as much as distributions can, the term stops
+    growing and cannot outweigh the classification loss (RIDE's KL(p̄ ‖ p⁽ⁱ⁾) is unbounded). The
+    gradient goes through p̄ as well (it is the divergence of the set of experts). No labels.
+    """
+    n = _check_experts(expert_logits, "jensen_shannon_diversity_loss")
+    B = expert_logits.shape[1]
+    log_p = F.log_softmax(_wide(expert_logits), dim=-1)
+    log_p_bar = torch.logsumexp(log_p, dim=0) - math.log(n)
+    kl = (log_p.exp() * (log_p - log_p_bar)).sum(dim=-1)  # [n, B]: KL(p⁽ⁱ⁾ ‖ p̄)
     return -kl.sum(dim=0).mean() / (n - 1) if B else kl.sum() * 0.0
 
 
