@@ -113,7 +113,7 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
 def weighted_asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
                              reduction: str = "mean", *, prevalence, gamma_neg: float = 4.0, gamma_pos: float = 1.0,
                              clip: float = 0.05, detach_focusing: bool = False) -> torch.Tensor:
-    """CheXFusion's weighted asymmetric loss (seed 003): the ASL of :func:`asymmetric_loss` with a
+    """CheXFusion's weighted asymmetric loss (CheXFusion, ICCV Workshops 2023): the ASL of :func:`asymmetric_loss` with a
     per-class weight on each side,
 
         L = −w⁺_c · y · L+  −  w⁻_c · (1 − y) · L−,       w⁺_c = exp(1 − p_c),   w⁻_c = exp(p_c)
@@ -170,8 +170,9 @@ def generalized_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, 
         L = y · (1 − p^q) / q  +  (1 − y) · (1 − (1 − p)^q) / q,     q ∈ (0, 1]
 
     q → 0 gives binary cross-entropy, q = 1 the mean absolute error ``|y − p|``; in between, the
-    gradient ``p_t^q`` times BCE's down-weights labels the model finds implausible. LDRNet (seed
-    001, Eq. 16, q = 0.8) uses it for its E-step. ``p^q`` is computed as ``exp(q · log σ(z))``, so
+    gradient ``p_t^q`` times BCE's down-weights labels the model finds implausible. LDRNet
+    ("Label Decoupling and Reconstruction", ACM MM 2024) uses it for its E-step (Eq. 16), with
+    its q defined the other way round (exponent 1 − q, so that its q = 1 is BCE). ``p^q`` is computed as ``exp(q · log σ(z))``, so
     saturated logits keep finite values and gradients.
     """
     _check(logits, targets, mask)
@@ -263,8 +264,9 @@ def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, ma
                                prototypes: torch.Tensor, prototype_mask: torch.Tensor | None = None,
                                temperature: float = 0.1, negative_weighting: str = "similarity",
                                reduction: str = "mean") -> torch.Tensor:
-    """Adaptive prototype contrastive loss (fact_fast's formulation of seed 004's APCL; the
-    abstract gives no equation, docs/baselines.md lists the choices).
+    """Adaptive prototype contrastive loss (fact_fast's formulation of the APCL of "Learning from
+    Prototypes", IEEE JBHI 2026; the abstract gives no equation, docs/baselines.md lists the
+    choices).
 
     Every known positive label (i, c) is an anchor: its class-specific feature ``f_ic`` is pulled
     to its class prototype ``p_c`` and pushed from the other classes' prototypes. With cosine
