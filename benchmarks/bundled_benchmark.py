@@ -50,7 +50,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
                       ["--model", "mlgcn_experts", "--sampler", "cycle", "--graph", "topk_reweighted",
                        "--backbone", TRUNK_NAME]),
     "ldr": ("LDR", ["--model", "ldr", *TRUNK]),
-    "chexfusion": ("CheXFusion", ["--model", "chexfusion", *TRUNK]),
+    "chexfusion": ("CheXFusion (single-view studies: the fusion stage has one view to fuse)",
+                   ["--model", "chexfusion", *TRUNK]),
+    # another dataset: the same label vectors as studies of two views, half of the findings drawn in
+    # one view only (docs/synthetic.md); not comparable with the single-view rows
+    "chexfusion_two_views": ("CheXFusion on two-view studies (synthetic views=2)",
+                             ["--model", "chexfusion", *TRUNK, "--dataset-kwargs", "views=2"]),
     "proto_contrast": ("prototype contrastive learning", ["--model", "proto_contrast", *TRUNK]),
 }
 

@@ -877,6 +877,32 @@ def test_chexfusion_two_stages_on_single_image_studies(tmp_path):
     assert metrics["num_samples"] == 32 and metrics["mAP"] == pytest.approx(best["metrics"]["val"]["mAP"], abs=1e-6)
 
 
+def test_chexfusion_on_two_view_synthetic_studies(tmp_path):
+    """--dataset-kwargs views=2: both stages see studies of two views; the backbone stage trains on
+    single views and is scored per study (max over views), the fusion stage fuses them, so the
+    validation scores that choose best.pt are both per study."""
+    out = tmp_path / "mv"
+    args = ["--model", "chexfusion", "--out", str(out), "--dataset-kwargs", "views=2"] + TINY_RUN + \
+        KWARGS["chexfusion"]
+    assert train.main(args) == 0
+    log = read_log(str(out))
+    # 32 studies of 2 views, batch 16: 2 steps in either stage
+    assert [(r["stage"], r["step"]) for r in log] == [("backbone", 2), ("fusion", 2)]
+    fusion = load_checkpoint(str(out / "best-fusion.pt"))
+    assert fusion["eval_views"] is True and bool(fusion["model"]["fusion_active"])
+    for name in ("backbone", "fusion"):
+        with open(out / f"metrics_test-{name}.json") as fh:
+            assert json.load(fh)["num_samples"] == 32
+    # the fusion model scores a study from both views: dropping one changes its scores
+    model = model_from_spec(fusion["model_spec"], fusion["model"]).eval()
+    ds = build_dataset("synthetic", "val", image_size=32, num_samples=4, views=2, train=False)
+    images = torch.stack([ds[i][0] for i in range(4)])
+    with torch.no_grad():
+        both = model(images, torch.ones(4, 2, dtype=torch.bool)).scores
+        first = model(images, torch.tensor([[True, False]] * 4)).scores
+    assert not torch.allclose(both, first)
+
+
 def test_chexfusion_fuses_the_views_of_cxr_lt_studies(tmp_path):
     """A CXR-LT fixture (MIMIC layout): studies of 1, 2 and 5 views. Stage 2 batches studies of up to
     4 views; evaluation groups the views the same way (the 5-view study is cut to 4, not refused)."""

@@ -420,6 +420,7 @@ class _Run:
         if not candidates:
             du.barrier()
             return None
+        self._warn_if_incomparable(candidates)
         score = [(-math.inf if c["val"] is None or not math.isfinite(c["val"]) else c["val"], c["stage_index"])
                  for c in candidates]
         chosen = candidates[max(range(len(candidates)), key=lambda k: score[k])]
@@ -441,6 +442,19 @@ class _Run:
                 f"({scores}){why}", self.info)
         du.barrier()
         return report
+
+    def _warn_if_incomparable(self, candidates: list) -> None:
+        """Stages that score single images and stages that score studies (grouped views) of a
+        per-image split measure different things; say so (a multi-view dataset, e.g. cxr_lt with
+        ``fusion=study``, scores both per study)."""
+        from fact_fast.data import MultiViewDataset
+
+        val = self.data.datasets.get("val")
+        views = {bool(c["_ckpt"].get("eval_views")) for c in candidates}
+        if len(views) > 1 and getattr(val, "study_ids", None) is not None and not isinstance(val, MultiViewDataset):
+            log("warning: the stages score the validation split differently (images in one, studies in another), "
+                "so choosing best.pt between them compares unlike numbers; use the dataset's study-level form "
+                "(e.g. --dataset-kwargs fusion=study for cxr_lt)", self.info)
 
     def evaluate_best(self) -> tuple[dict | None, dict | None]:
         """Test metrics of ``best.pt`` (``metrics_test.json``, ``scores_test.npz``) and, for a
