@@ -356,7 +356,9 @@ class _Run:
         batch = next((b for b in val_loader if b is not None), None)
         if batch is None:
             return {}
-        images = split_batch(batch, self.device)[0]
+        images, _, view_mask = split_batch(batch, self.device)
+        if view_mask is not None:  # a single-view stage on a multi-view split: its views as images
+            images = images[view_mask]
         was_training = model.training
         model.eval()
         try:
