@@ -97,6 +97,7 @@ def test_registered_names_and_paper_defaults():
     pc = get_model_config("proto_contrast")
     assert (pc.lga_modulation, pc.lad_attention, pc.prototypes, pc.apcl_negative_weighting) == \
         ("prior", "sigmoid", "ema", "similarity")
+    assert (pc.apcl_negatives, pc.apcl_temperature, pc.transformer_lr_scale) == ("absent", 1.0, 0.1)
     # the stages the engine runs
     ldr_stages = tiny("ldr").stages()
     assert [s.name for s in ldr_stages] == ["decouple", "reconstruct"] and not any(s.views for s in ldr_stages)
@@ -130,7 +131,7 @@ def test_registered_names_and_paper_defaults():
     ("proto_contrast", {"apcl_temperature": 0.0}, "apcl_temperature"),
     ("proto_contrast", {"prototype_momentum": 1.0}, "prototype_momentum"),
     ("proto_contrast", {"dim": 30}, "dim"),
-    ("proto_contrast", {"apcl_features": "whitened"}, "apcl_features"),
+    ("proto_contrast", {"apcl_negatives": "random"}, "apcl_negatives"),
     ("proto_contrast", {"transformer_lr_scale": 0.0}, "transformer_lr_scale"),
 ])
 def test_bad_options_raise_naming_them(name, bad, match):
@@ -711,21 +712,24 @@ def test_ema_prototypes_update_after_the_loss():
     out = model(x)
     losses = model.loss(out, y, mask)
     assert losses["apcl"].item() == 0.0  # no prototype existed yet
-    centred = lambda f: f - f.mean(0, keepdim=True)  # noqa: E731  (each class over the batch)
-    f = F.normalize(centred(out.extras["class_features"].detach()), dim=-1)
+    f = F.normalize(out.extras["class_features"].detach(), dim=-1)
     pos = (y > 0.5) & mask
     first = torch.stack([f[pos[:, c], c].mean(0) if pos[:, c].any() else torch.zeros(32) for c in range(C)])
     torch.testing.assert_close(model.prototype_bank, first)
     assert model.prototype_updates.tolist() == [int(pos[:, c].any()) for c in range(C)]
+    neg = (y < 0.5) & mask  # the absence prototypes: the same over the known negatives
+    first_absent = torch.stack([f[neg[:, c], c].mean(0) for c in range(C)])
+    torch.testing.assert_close(model.absent_bank, first_absent)
     # second batch: p ← 0.9 p + 0.1 mean; the loss used the prototypes from before this update
     x2, y2 = batch(seed=9)
     out2 = model(x2)
     from fact_fast.nn import prototype_contrastive_loss
-    expect_apcl = prototype_contrastive_loss(centred(out2.extras["class_features"]), y2, None, first,
-                                             model.prototype_updates > 0)
+    expect_apcl = prototype_contrastive_loss(out2.extras["class_features"], y2, None, first,
+                                             model.prototype_updates > 0, temperature=1.0, class_negatives=False,
+                                             absent_prototypes=first_absent, absent_mask=model.absent_updates > 0)
     losses2 = model.loss(out2, y2, None)
     assert losses2["apcl"].item() == pytest.approx(expect_apcl.item(), rel=1e-6) and losses2["apcl"].item() > 0
-    f2 = F.normalize(centred(out2.extras["class_features"].detach()), dim=-1)
+    f2 = F.normalize(out2.extras["class_features"].detach(), dim=-1)
     for c in range(C):
         if (y2[:, c] > 0.5).any():
             new = f2[y2[:, c] > 0.5, c].mean(0)
@@ -736,36 +740,51 @@ def test_ema_prototypes_update_after_the_loss():
     model.eval()
     model.loss(model(x), y, None)
     assert torch.equal(model.prototype_bank, bank)
-    with pytest.raises(ValueError, match="apcl_features='raw'"):
+    with pytest.raises(ValueError, match="apcl_negatives='classes'"):
         tiny("proto_contrast", prototypes="label")
-    lab = tiny("proto_contrast", prototypes="label", apcl_features="raw")
-    assert not any("prototype" in k for k in lab.state_dict())
+    lab = tiny("proto_contrast", prototypes="label", apcl_negatives="classes")
+    assert not any("prototype" in k or "absent" in k for k in lab.state_dict())
     out = lab(x)
-    expect = prototype_contrastive_loss(out.extras["class_features"], y, None, out.extras["label_queries"])
+    expect = prototype_contrastive_loss(out.extras["class_features"], y, None, out.extras["label_queries"],
+                                        temperature=1.0)
     assert lab.loss(out, y)["apcl"].item() == pytest.approx(expect.item(), rel=1e-6)
 
 
-def test_centred_apcl_ignores_what_the_queries_alone_separate():
-    """Shifting every image's class-c feature by a class-specific vector (what distinct queries
-    do) leaves the centred contrastive term unchanged; the raw term is met by the shift alone
-    and falls towards 0."""
-    x, y = batch(B=8, seed=12)
-    shift = 50.0 * torch.eye(C, 32)  # five far-apart, orthogonal per-class offsets
-    values = {}
-    for kind in ("centred", "raw"):
-        model = tiny("proto_contrast", apcl_features=kind).train()
-        model.loss(model(x), y, None)  # sets the prototypes
-        model.eval()
-        out = model(x)
-        with torch.no_grad():
-            base = model.loss(out, y, None)["apcl"].item()
-            moved = out.extras["class_features"] + shift
-            if kind == "raw":  # prototypes taken from the shifted features, as training would
-                model.prototype_bank.copy_(F.normalize(moved.mean(0), dim=-1))
-            shifted = model.loss(out._replace(extras={**out.extras, "class_features": moved}), y, None)["apcl"].item()
-        values[kind] = (base, shifted)
-    assert values["centred"][0] > 0.1 and values["centred"][1] == pytest.approx(values["centred"][0], rel=1e-4)
-    assert values["raw"][1] < 1e-3 < values["raw"][0]
+def test_absence_prototypes_are_the_negative_that_queries_cannot_separate():
+    """Each class's features offset by its own far-apart vector (what distinct decoder queries
+    do): the other classes' prototypes are then met by the offsets alone (loss ~0), the class's
+    own absence prototype is not; there the loss falls only as a positive's feature moves from
+    the absence prototype to the presence one."""
+    from fact_fast.nn import prototype_contrastive_loss
+
+    g = torch.Generator().manual_seed(5)
+    B, d = 6, 16
+    offset = 10.0 * torch.eye(C, d)
+    evidence = torch.randn(B, C, d, generator=g)
+    y = (torch.rand(B, C, generator=g) < 0.5).float()
+    y[0] = 1.0
+    y[1] = 0.0
+    feats = offset + evidence
+    fn = F.normalize
+    present = torch.stack([fn(feats[y[:, c] > 0.5, c], dim=-1).mean(0) for c in range(C)])
+    absent = torch.stack([fn(feats[y[:, c] < 0.5, c], dim=-1).mean(0) for c in range(C)])
+    def classes(x, tau):
+        return prototype_contrastive_loss(x, y, None, present, temperature=tau).item()
+
+    def own(x):
+        return prototype_contrastive_loss(x, y, None, present, temperature=1.0, absent_prototypes=absent,
+                                          class_negatives=False).item()
+
+    assert classes(feats, 0.1) < 5e-3 and own(feats) > 0.5
+    # by hand: softplus(cos(f, a_c) − cos(f, p_c)) over the positive anchors, τ = 1
+    f = fn(feats, dim=-1)
+    gap = (f * fn(absent, dim=-1)).sum(-1) - (f * fn(present, dim=-1)).sum(-1)
+    assert own(feats) == pytest.approx(F.softplus(gap)[y > 0.5].mean().item(), rel=1e-5)
+    # moving the positives' evidence towards the presence side lowers it
+    toward = feats + 20.0 * y[..., None] * (present - absent)[None]
+    assert own(toward) < own(feats) - 0.03
+    with pytest.raises(ValueError, match="absent_prototypes"):
+        prototype_contrastive_loss(feats, y, None, present, class_negatives=False)
 
 
 # -- through the engine ------------------------------------------------------------------------------------------

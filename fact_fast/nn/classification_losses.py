@@ -263,7 +263,8 @@ NEGATIVE_WEIGHTINGS = ("similarity", "uniform")
 def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None,
                                prototypes: torch.Tensor, prototype_mask: torch.Tensor | None = None,
                                temperature: float = 0.1, negative_weighting: str = "similarity",
-                               reduction: str = "mean") -> torch.Tensor:
+                               reduction: str = "mean", absent_prototypes: torch.Tensor | None = None,
+                               absent_mask: torch.Tensor | None = None, class_negatives: bool = True) -> torch.Tensor:
     """Adaptive prototype contrastive loss (fact_fast's formulation of the APCL of "Learning from
     Prototypes", IEEE JBHI 2026; the abstract gives no equation, docs/baselines.md lists the
     choices).
@@ -279,6 +280,14 @@ def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, ma
     n_c valid negatives (mean weight 1; a constant in the backward), so look-alike pathologies
     repel hardest; ``"uniform"`` is the plain prototype InfoNCE (w = 1).
 
+    ``absent_prototypes`` ``[C, d]`` (optional): a prototype of each class's *absence*
+    ``a_c``; an anchor of class c then also has ``a_c`` as a negative (weight 1),
+    ``ℓ_ic = −s_c + log(e^{s_c} + e^{cos(f_ic, a_c)/τ} + Σ_{k≠c} w_ck e^{s_k})``. Features of one
+    class that share a decoder query differ only by what the image shows, so this negative is
+    the one that query identity cannot separate. ``absent_mask`` bool ``[C]``: which exist yet.
+    ``class_negatives=False`` drops the other classes' prototypes (needs absence prototypes):
+    ``ℓ_ic = −s_c + log(e^{s_c} + e^{cos(f_ic, a_c)/τ})``.
+
     Args:
         features: float ``[B, C, d]``, one feature per image and class.
         targets: ``[B, C]`` 0/1; ``mask`` bool ``[B, C]`` (True = known) or None. Negative and
@@ -287,6 +296,7 @@ def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, ma
             (False: the class is neither an anchor nor a negative); None = all.
         reduction: ``"mean"`` over the anchors (0 when there is none), ``"sum"``, or ``"none"``
             (``[B, C]``, 0 off the anchors).
+        absent_prototypes, absent_mask: see above (None: no absence prototypes).
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 3 or not features.is_floating_point():
         raise ValueError(f"features must be a float [B, C, d] tensor, got "
@@ -315,8 +325,24 @@ def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, ma
         else:
             log_w = torch.zeros(C, C, dtype=f.dtype, device=f.device)
         log_w = torch.where(eye, torch.zeros_like(log_w), log_w.masked_fill(~negative, float("-inf")))
+    if not class_negatives:
+        if absent_prototypes is None:
+            raise ValueError("class_negatives=False leaves no negative: pass absent_prototypes")
+        log_w = log_w.masked_fill(~eye, float("-inf"))
     positive = s.diagonal(dim1=1, dim2=2)                                    # [B, C]: s_c
-    per = torch.logsumexp(s + log_w, dim=-1) - positive
+    terms = s + log_w
+    if absent_prototypes is not None:
+        if not isinstance(absent_prototypes, torch.Tensor) or absent_prototypes.shape != (C, d):
+            raise ValueError(f"absent_prototypes must be [{C}, {d}], got "
+                             f"{list(getattr(absent_prototypes, 'shape', []))}")
+        if absent_mask is not None and (absent_mask.dtype != torch.bool or absent_mask.shape != (C,)):
+            raise ValueError(f"absent_mask must be bool [{C}], got {absent_mask.dtype} {list(absent_mask.shape)}")
+        a = F.normalize(_wide(absent_prototypes), dim=-1).to(f.dtype)
+        s_absent = torch.einsum("bcd,cd->bc", f, a) / temperature
+        if absent_mask is not None:
+            s_absent = s_absent.masked_fill(~absent_mask.to(f.device)[None, :], float("-inf"))
+        terms = torch.cat([terms, s_absent.unsqueeze(-1)], dim=-1)
+    per = torch.logsumexp(terms, dim=-1) - positive
     anchors = (targets > 0.5) & valid[None, :]
     if mask is not None:
         anchors = anchors & mask
