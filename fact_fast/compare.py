@@ -88,8 +88,27 @@ def _run_name(run_dir: str) -> str:
     return name
 
 
+def _stage_tests(dirs: list) -> dict:
+    """``{stage: [test metrics per seed]}`` from the seeds' ``metrics_test-<stage>.json`` (a
+    multi-stage run writes one per stage); only stages every seed has, in training order."""
+    import glob
+
+    per_seed = []
+    for d in dirs:
+        found = {}
+        for path in glob.glob(os.path.join(d, "metrics_test-*.json")):
+            m = _read_json(path)
+            found[os.path.basename(path)[len("metrics_test-"):-len(".json")]] = m
+        per_seed.append(found)
+    names = sorted(set.intersection(*(set(f) for f in per_seed)) if per_seed else set(),
+                   key=lambda n: (per_seed[0][n].get("stage_index", 0), per_seed[0][n].get("epoch") is None, n))
+    return {n: [f[n] for f in per_seed] for n in names} if len(names) > 1 else {}
+
+
 def collect_run(run_dir: str, with_cost: bool = True) -> dict:
-    """Test metrics of every seed of ``run_dir`` plus its model name, size, cost and train time."""
+    """Test metrics of every seed of ``run_dir`` (``tests``: of best.pt, the stage chosen on
+    validation; ``stage_tests``: ``{stage: [...]}`` of each stage's best checkpoint for a
+    multi-stage model) plus its model name, size, cost and train time."""
     dirs = _seed_dirs(run_dir)
     tests = [_read_json(os.path.join(d, "metrics_test.json")) for d in dirs]
     cfg = _read_json(os.path.join(dirs[0], "config.json")) if os.path.isfile(os.path.join(dirs[0], "config.json")) \
@@ -97,22 +116,28 @@ def collect_run(run_dir: str, with_cost: bool = True) -> dict:
     params, macs = _model_cost(dirs[0]) if with_cost else (None, None)
     return {"name": _run_name(run_dir), "dir": run_dir, "model": tests[0].get("model"),
             "dataset": tests[0].get("dataset"), "image_size": cfg.get("image_size"), "tests": tests,
+            "stage_tests": _stage_tests(dirs),
             "params": params, "macs": macs,
             "train_seconds": [t.get("train_seconds") for t in tests if t.get("train_seconds") is not None]}
 
 
 def comparison_table(runs: list) -> list:
-    """One row per run: name, model, seeds, ``<metric>`` = (mean, std) in %, params, MACs, seconds."""
+    """One row per run: name, model, seeds, ``<metric>`` = (mean, std) in %, params, MACs, seconds;
+    a multi-stage run's row (best.pt: the stage chosen on validation, per seed) is followed by
+    one row per stage, ``<run> [stage <name>]``, from that stage's own best checkpoint."""
     rows = []
     for r in runs:
-        row = {"run": r["name"], "model": r["model"], "seeds": len(r["tests"])}
-        for col, get in METRICS.items():
-            mean, std = mean_std([get(t) for t in r["tests"]])
-            row[col] = None if mean is None else (100 * mean, None if std is None else 100 * std)
-        row["params (M)"] = None if r["params"] is None else r["params"] / 1e6
-        row["GMACs"] = None if r["macs"] is None else r["macs"] / 1e9
-        row["train s"] = mean_std(r["train_seconds"])[0]
-        rows.append(row)
+        variants = [(r["name"], r["tests"])]
+        variants += [(f"{r['name']} [stage {stage}]", tests) for stage, tests in (r.get("stage_tests") or {}).items()]
+        for name, tests in variants:
+            row = {"run": name, "model": r["model"], "seeds": len(tests)}
+            for col, get in METRICS.items():
+                mean, std = mean_std([get(t) for t in tests])
+                row[col] = None if mean is None else (100 * mean, None if std is None else 100 * std)
+            row["params (M)"] = None if r["params"] is None else r["params"] / 1e6
+            row["GMACs"] = None if r["macs"] is None else r["macs"] / 1e9
+            row["train s"] = mean_std(r["train_seconds"])[0]
+            rows.append(row)
     return rows
 
 

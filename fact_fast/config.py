@@ -47,8 +47,9 @@ class TrainConfig:
     translate: float | None = _opt(None, "train-time random translation, fraction of the side")
     cache_dir: str | None = _opt(None, "on-disk cache of decoded, resized images (built once per split)", metavar="DIR")
     graph: str = _opt("topk", "label-graph construction from the train labels (docs/label_graph.md): top-k "
-                              "partners by lift (default), ML-GCN's threshold or re-weighted graph, or a lift threshold",
-                      choices=("topk", "threshold", "reweighted", "lift"))
+                              "partners by lift (default), ML-GCN's threshold or re-weighted graph, the top-k graph "
+                              "with ML-GCN's re-weighting, or a lift threshold",
+                      choices=("topk", "threshold", "reweighted", "topk_reweighted", "lift"))
     graph_kwargs: dict = _opt({}, "label-graph parameters, e.g. --graph-kwargs k=5 or threshold=0.3 "
                                   "(defaults in fact_fast.data.GRAPH_METHODS)", metavar="KEY=VALUE")
     label_embeddings: str | None = _opt(None, "path to a .npy [C, D] of label text embeddings "
@@ -88,6 +89,7 @@ class TrainConfig:
     eval_batch_size: int | None = _opt(None, "evaluation batch size (default: 2 × batch size)")
     optimizer: str = _opt("adamw", "optimizer", choices=("adamw", "adam", "sgd"))
     lr: float = _opt(2e-3, "peak learning rate of the head")
+    adam_beta2: float = _opt(0.999, "β2 (second-moment decay) of adam / adamw")
     backbone_lr_scale: float = _opt(1.0, "learning-rate multiplier of the backbone (e.g. 0.1 when fine-tuning)")
     weight_decay: float = _opt(1e-4, "weight decay (not applied to biases, norms and model-specific parameters)")
     warmup_epochs: float = _opt(1.0, "linear warm-up length in epochs, then cosine decay")
@@ -96,6 +98,9 @@ class TrainConfig:
     max_steps: int | None = _opt(None, "stop after this many optimizer steps per stage (smoke tests; the LR schedule still spans --epochs)")
     sampler: str = _opt("random", "training sampler: random, class_aware (class drawn at random, then a positive "
                                   "image of it) or cycle (classes in turn)", choices=("random", "class_aware", "cycle"))
+    sampler_no_finding: bool = _opt(True, "class_aware / cycle samplers: the images without a positive label form "
+                                          "one more class, 'no finding', drawn like the others (off: they are never "
+                                          "drawn)")
     ema_decay: float | None = _opt(None, "keep an EMA of the weights (timm ModelEmaV3) with this decay and "
                                          "validate/test it (e.g. 0.9998)")
     amp: bool = _opt(False, "mixed precision: bf16 autocast (CUDA; on CPU also bf16, usually slower)")
@@ -137,6 +142,7 @@ class TrainConfig:
         for name in ("backbone_lr_scale", "weight_decay", "warmup_epochs", "workers"):
             need(name, lambda v: v >= 0, "non-negative")
         need("min_lr_ratio", lambda v: 0 <= v <= 1, "in [0, 1]")
+        need("adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)")
         need("ema_decay", lambda v: 0 < v < 1, "in (0, 1)")
         if not isinstance(self.logger, str):
             raise TypeError(f"--logger must be a string such as 'tensorboard' or 'tensorboard,mlflow', "

@@ -67,6 +67,7 @@ def test_registered_names_and_paper_defaults():
     assert (g.gcn_hidden, g.gcn_negative_slope, g.pooling) == (1024, 0.2, "max")
     e = get_model_config("mlgcn_experts")
     assert (e.num_experts, e.lse_gamma, e.diversity_weight, e.gcn_hidden, e.attention_heads) == (4, 0.5, 0.2, 1024, 8)
+    assert (e.diversity, e.scaled_logits, e.transformer_lr_scale) == ("jensen_shannon", True, 0.1)
 
 
 @pytest.mark.parametrize("name,bad,match", [
@@ -84,6 +85,9 @@ def test_registered_names_and_paper_defaults():
     ("resnet50_focal", {"focal_alpha": "none"}, "focal_alpha.*null"),
     ("mlgcn_experts", {"num_experts": 2.5}, "num_experts.*integer"),
     ("mlgcn_experts", {"attention_dropout": 1.0}, "attention_dropout"),
+    ("mlgcn_experts", {"diversity": "kl"}, "diversity"),
+    ("mlgcn_experts", {"scaled_logits": "yes"}, "scaled_logits"),
+    ("mlgcn_experts", {"transformer_lr_scale": 0}, "transformer_lr_scale"),
 ])
 def test_bad_options_raise_naming_them(name, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -186,6 +190,10 @@ def test_few_steps_lower_the_loss(name):
     assert last < first and final < first, (first, last, final)
 
 
+# the modules each model trains at transformer_lr_scale (default 0.1) x --lr
+TRANSFORMER_PARTS = {"mlgcn_experts": ("encoder.",)}
+
+
 @pytest.mark.parametrize("name", BASELINES)
 def test_param_groups_split_backbone_and_head(name):
     model = tiny(name)
@@ -196,8 +204,10 @@ def test_param_groups_split_backbone_and_head(name):
         for p in g["params"]:
             n = named[id(p)]
             trunk = n.startswith(model.backbone_prefixes)
-            assert g["lr"] == pytest.approx(0.1 if trunk else 1.0), n
+            attention = n.startswith(TRANSFORMER_PARTS.get(name, ()))
+            assert g["lr"] == pytest.approx((0.1 if trunk else 1.0) * (0.1 if attention else 1.0)), n
             assert g["name"].startswith("backbone" if trunk else "head"), n
+            assert g["name"].endswith("_x0.1") == attention, (n, g["name"])
             seen.add(id(p))
     assert seen == set(named)
     assert any(n.startswith(model.backbone_prefixes) for n in named.values())
@@ -303,7 +313,7 @@ def test_experts_forward_composition_and_label_attention_modes():
                 a = model.encoder(a[None])[0]
             else:
                 a = torch.stack([model.encoder(a[c][None, None])[0, 0] for c in range(C)])
-        torch.testing.assert_close(z[2], u @ a.t(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(z[2], u @ a.t() / math.sqrt(96), rtol=1e-4, atol=1e-4)
     # across labels, one label's classifier depends on the others; per label it does not
     a = torch.randn(C, 96)
     b = a.clone()
@@ -314,19 +324,67 @@ def test_experts_forward_composition_and_label_attention_modes():
         torch.testing.assert_close(enc(a[:, None])[0, 0], enc(b[:, None])[0, 0])
 
 
-def test_experts_loss_is_sum_of_expert_bce_plus_weighted_diversity():
+def js_diversity_by_hand(z):
+    """−1/(n−1) Σ_i KL(p_i ‖ p̄) per sample, averaged, in float64 numpy."""
+    z = z.double().numpy()
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    pbar = p.mean(0)
+    kl = (p * (np.log(p) - np.log(pbar))).sum(-1)
+    return -kl.sum(0).mean() / (z.shape[0] - 1)
+
+
+@pytest.mark.parametrize("diversity", ["jensen_shannon", "ride"])
+def test_experts_loss_is_sum_of_expert_bce_plus_weighted_diversity(diversity):
     from fact_fast.nn import bce_loss, ride_diversity_loss
 
-    model = tiny("mlgcn_experts")
+    model = tiny("mlgcn_experts", diversity=diversity)
     x, y = batch()
     out = model(x)
     losses = model.loss(out, y)
     z = out.extras["expert_logits"].detach()
     bce = sum(bce_loss(z[e], y).item() for e in range(4))
-    div = ride_diversity_loss(z).item()
+    div = js_diversity_by_hand(z) if diversity == "jensen_shannon" else ride_diversity_loss(z).item()
     assert losses["bce"].item() == pytest.approx(bce, rel=1e-5)
     assert losses["diversity"].item() == pytest.approx(div, rel=1e-5) and div < 0
     assert losses["total"].item() == pytest.approx(bce + 0.2 * div, rel=1e-5)
+
+
+def test_jensen_shannon_diversity_is_bounded_where_ride_is_not():
+    from fact_fast.nn import jensen_shannon_diversity_loss, ride_diversity_loss
+
+    n, C = 4, 6
+    # each expert puts all its mass on its own class, more sharply as the scale grows
+    base = torch.full((n, 2, C), -1.0)
+    for e in range(n):
+        base[e, :, e] = 1.0
+    bound = -n * math.log(n) / (n - 1)
+    js = [jensen_shannon_diversity_loss(s * base).item() for s in (0.5, 1.5, 100.0)]
+    ride = [ride_diversity_loss(s * base).item() for s in (0.5, 1.5, 100.0)]
+    assert js[0] > js[1] > js[2] >= bound - 1e-6 and js[2] == pytest.approx(bound, rel=1e-6)
+    assert ride[2] < 10 * bound and ride[0] > ride[1] > ride[2]
+    # identical experts: no diversity at all
+    assert jensen_shannon_diversity_loss(base[:1].expand(n, 2, C)).item() == pytest.approx(0.0, abs=1e-7)
+    np.testing.assert_allclose(jensen_shannon_diversity_loss(base * 3).item(), js_diversity_by_hand(base * 3),
+                               rtol=1e-6)
+    # the gradient reaches every expert's logits
+    z = (3 * base).requires_grad_()
+    jensen_shannon_diversity_loss(z).backward()
+    assert all(z.grad[e].abs().sum() > 0 for e in range(n))
+    with pytest.raises(ValueError, match="at least 2 experts"):
+        jensen_shannon_diversity_loss(base[:1])
+
+
+def test_experts_logits_start_unsaturated():
+    """The encoder's unit-variance outputs make u'·a' of order √D; scaled by 1/√D the logits start
+    of order 1 (without the scale, most sigmoids are saturated)."""
+    task = ring_task()
+    x, _ = batch(B=8)
+    with torch.no_grad():
+        scaled = tiny("mlgcn_experts", task).eval()(x).extras["expert_logits"]
+        raw = tiny("mlgcn_experts", task, scaled_logits=False).eval()(x).extras["expert_logits"]
+    torch.testing.assert_close(scaled * math.sqrt(96), raw, rtol=1e-4, atol=1e-4)
+    assert 0.2 < scaled.std().item() < 3.0 < raw.std().item()
 
 
 # -- pooling and attention --------------------------------------------------------------------------------

@@ -87,6 +87,8 @@ def test_registered_names_and_paper_defaults():
     ldr = get_model_config("ldr")
     assert (ldr.sample_alpha, ldr.sample_eps, ldr.gce_q, ldr.use_prompt) == (0.9, 1e-9, 0.8, True)
     assert (ldr.encoder_layers, ldr.covariance, ldr.virtual_batch) == (1, "diagonal", None)
+    assert (ldr.sample_normalisation, ldr.gce_form, ldr.m_step_real) == ("per_class", "paper", True)
+    assert (ldr.transformer_lr_scale, ldr.reconstruct_lr_scale) == (0.1, 0.1)
     cf = get_model_config("chexfusion")
     assert (cf.decoder_dim, cf.decoder_layers, cf.decoder_ff_dim, cf.decoder_heads, cf.decoder_groups) == \
         (768, 1, 2048, 8, 100)
@@ -95,6 +97,7 @@ def test_registered_names_and_paper_defaults():
     pc = get_model_config("proto_contrast")
     assert (pc.lga_modulation, pc.lad_attention, pc.prototypes, pc.apcl_negative_weighting) == \
         ("prior", "sigmoid", "ema", "similarity")
+    assert (pc.apcl_negatives, pc.apcl_temperature, pc.transformer_lr_scale) == ("absent", 1.0, 0.1)
     # the stages the engine runs
     ldr_stages = tiny("ldr").stages()
     assert [s.name for s in ldr_stages] == ["decouple", "reconstruct"] and not any(s.views for s in ldr_stages)
@@ -112,6 +115,10 @@ def test_registered_names_and_paper_defaults():
     ("ldr", {"virtual_batch": 0}, "virtual_batch"),
     ("ldr", {"heads": 7}, "heads"),
     ("ldr", {"use_prompt": "yes"}, "use_prompt"),
+    ("ldr", {"m_step_real": 1}, "m_step_real"),
+    ("ldr", {"sample_normalisation": "per_sample"}, "sample_normalisation"),
+    ("ldr", {"gce_form": "zhang"}, "gce_form"),
+    ("ldr", {"reconstruct_lr_scale": -1.0}, "reconstruct_lr_scale"),
     ("chexfusion", {"wasl_clip": 1.0}, "wasl_clip"),
     ("chexfusion", {"fusion_dim": 30}, "fusion_dim"),
     ("chexfusion", {"decoder_heads": 5}, "decoder_dim"),
@@ -124,6 +131,8 @@ def test_registered_names_and_paper_defaults():
     ("proto_contrast", {"apcl_temperature": 0.0}, "apcl_temperature"),
     ("proto_contrast", {"prototype_momentum": 1.0}, "prototype_momentum"),
     ("proto_contrast", {"dim": 30}, "dim"),
+    ("proto_contrast", {"apcl_negatives": "random"}, "apcl_negatives"),
+    ("proto_contrast", {"transformer_lr_scale": 0.0}, "transformer_lr_scale"),
 ])
 def test_bad_options_raise_naming_them(name, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -220,8 +229,8 @@ def test_ldr_stage2_loss_honours_mask():
     mask[0, 0] = mask[1, 0] = True
     torch.manual_seed(3)
     out = model(x)
-    assert set(out.extras) == {"class_features", "virtual_logits", "virtual_targets"}
-    _check_masked(model, out, y, mask)
+    assert set(out.extras) == {"class_features", "virtual_logits", "virtual_targets", "real_m_logits"}
+    _check_masked(model, out, y, mask, detach=("logits", "real_m_logits"))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -289,13 +298,40 @@ def test_ldr_query_embedding_and_class_features_follow_eq_2_to_5():
 def test_reverse_sampling_probabilities_eq_12():
     pos = torch.tensor([100.0, 10.0, 1.0, 0.0, 5.0])
     neg = torch.tensor([50.0, 90.0, 99.0, 100.0, 0.0])
-    p = reverse_sampling_probabilities(pos, neg, alpha=0.9, eps=1e-9)
+    # across the classes, as Eq. 12 prints it
+    p = reverse_sampling_probabilities(pos, neg, alpha=0.9, eps=1e-9, normalisation="across_classes")
     w = [(1 / (f + 1e-9)) ** 0.9 for f in (100.0, 10.0, 1.0, 5.0)]
     expect = [w[0] / sum(w), w[1] / sum(w), w[2] / sum(w), 0.0, 1.0]  # no positive: 0; no negative: 1
     np.testing.assert_allclose(p.numpy(), expect, rtol=1e-6)
     # α = 0: uniform over the classes with a positive
-    p0 = reverse_sampling_probabilities(pos[:3], neg[:3], alpha=0.0, eps=1e-9)
+    p0 = reverse_sampling_probabilities(pos[:3], neg[:3], alpha=0.0, eps=1e-9, normalisation="across_classes")
     np.testing.assert_allclose(p0.numpy(), [1 / 3] * 3, rtol=1e-6)
+    # per class (the default): each class's two labels, the rarer one favoured
+    p = reverse_sampling_probabilities(pos, neg, alpha=0.9, eps=1e-9)
+    ratio = [(1 / f1) ** 0.9 / ((1 / f1) ** 0.9 + (1 / f0) ** 0.9) for f1, f0 in ((100, 50), (10, 90), (1, 99))]
+    np.testing.assert_allclose(p.numpy(), ratio + [0.0, 1.0], rtol=1e-6)
+    assert p[0] < 0.5 < p[1] < p[2]
+    np.testing.assert_allclose(reverse_sampling_probabilities(pos[:3], neg[:3], 0.0, 1e-9).numpy(), [0.5] * 3)
+    # α = 1: the rarer label is drawn as often as the other one occurs
+    np.testing.assert_allclose(reverse_sampling_probabilities(pos[:3], neg[:3], 1.0, 1e-9).numpy(),
+                               [50 / 150, 90 / 100, 99 / 100], rtol=1e-6)
+    with pytest.raises(ValueError, match="normalisation"):
+        reverse_sampling_probabilities(pos, neg, 0.9, 1e-9, "per_sample")
+
+
+def test_per_class_sampling_draws_every_class_positive_at_least_at_its_rate():
+    """On the bundled benchmark's training labels, Eq. 12 across classes draws the common classes
+    positive far less often than they occur; per class, every class at least as often."""
+    from fact_fast.data import SyntheticBenchmark
+
+    y = SyntheticBenchmark("train", image_size=32, seed=0).labels
+    pos, neg = torch.tensor((y == 1).sum(0)), torch.tensor((y == 0).sum(0))
+    prevalence = (pos / (pos + neg)).numpy()
+    across = reverse_sampling_probabilities(pos, neg, 0.9, 1e-9, "across_classes").numpy()
+    per = reverse_sampling_probabilities(pos, neg, 0.9, 1e-9, "per_class").numpy()
+    head = prevalence > 0.1
+    assert head.sum() >= 1 and np.all(across[head] < 0.2 * prevalence[head])
+    assert np.all(per >= prevalence) and np.all(per[head] > 0.5)
 
 
 @pytest.mark.parametrize("covariance", ["diagonal", "full"])
@@ -375,8 +411,11 @@ def test_ldr_em_step_gradients_are_separated():
     mask[2, 3] = False
     torch.manual_seed(4)
     out = model(x)
-    m_step = bce_loss(out.extras["virtual_logits"], out.extras["virtual_targets"])
-    e_step = generalized_cross_entropy_loss(out.logits, y, mask, q=0.8)
+    # the M-step fits the classifier on the virtual and the (detached) real features
+    torch.testing.assert_close(out.extras["real_m_logits"], out.logits)
+    m_step = bce_loss(out.extras["virtual_logits"], out.extras["virtual_targets"]) + \
+        bce_loss(out.extras["real_m_logits"], y, mask)
+    e_step = generalized_cross_entropy_loss(out.logits, y, mask, q=1 - 0.8)  # the paper's q = 0.8
     losses = model.loss(out, y, mask)
     assert losses["total"].item() == pytest.approx((m_step + e_step).item(), rel=1e-6)
     assert losses["m_step_bce"].item() == pytest.approx(m_step.item(), rel=1e-6)
@@ -395,6 +434,54 @@ def test_ldr_em_step_gradients_are_separated():
     assert not bool(model.reconstructing) and set(model.loss(model(x), y)) == {"total", "bce"}
     with pytest.raises(ValueError, match="StageContext"):
         model.begin_stage(stage(model, "reconstruct"), None)
+
+
+def test_ldr_e_step_loss_follows_the_papers_q():
+    """Sec. 3.4: q = 1 is BCE; the paper's q = 0.8 is GCE with exponent 0.2, which still pushes a
+    confidently wrong positive, where the GCE paper's q = 0.8 (close to MAE) barely does."""
+    x, y = batch()
+    logits = torch.randn(*y.shape, generator=torch.Generator().manual_seed(3)) * 3
+    paper = tiny("ldr")
+    one = tiny("ldr", gce_q=1.0)
+    torch.testing.assert_close(one.e_step_loss(logits, y, None), bce_loss(logits, y))
+    torch.testing.assert_close(paper.e_step_loss(logits, y, None), generalized_cross_entropy_loss(logits, y, q=0.2))
+    reference = tiny("ldr", gce_form="reference")
+    torch.testing.assert_close(reference.e_step_loss(logits, y, None), generalized_cross_entropy_loss(logits, y, q=0.8))
+    z = torch.tensor([[-6.0]], requires_grad=True)     # a positive scored at σ(−6) ≈ 0.0025
+    target = torch.ones(1, 1)
+    g_paper, = torch.autograd.grad(paper.e_step_loss(z, target, None), z)
+    g_ref, = torch.autograd.grad(reference.e_step_loss(z, target, None), z)
+    assert g_paper.abs().item() > 0.2 and g_ref.abs().item() < 0.01
+
+
+def test_ldr_learning_rate_scales():
+    model = tiny("ldr")
+    assert [s.lr_scale for s in model.stages()] == [1.0, 0.1]
+    groups = model.param_groups(lr=1.0, weight_decay=0.0)
+    lr = {n: g["lr"] for g in groups for n, p in model.named_parameters() if any(p is q for q in g["params"])}
+    slow = ("label_queries", "label_indicator", "position", "word_indicator", "encoder.", "prompt_mlp.")
+    for n, value in lr.items():
+        assert value == pytest.approx(0.1 if n.startswith(slow) else 1.0), n
+    assert lr["classifier.weight"] == 1.0 and any(n.startswith("backbone.") for n in lr)
+    assert tiny("ldr", reconstruct_lr_scale=1.0).stages()[1].lr_scale == 1.0
+
+
+def test_chexfusion_and_proto_contrast_learning_rate_scales():
+    cf = tiny("chexfusion")
+    assert [s.lr_scale for s in cf.stages()] == [1.0, 1.0]
+    assert tiny("chexfusion", fusion_lr_scale=0.5).stages()[1].lr_scale == 0.5
+    for model, slow in ((cf, ("head.",)), (tiny("proto_contrast"), ("label_proj.", "lga.", "lad."))):
+        for g in model.param_groups(lr=1.0, weight_decay=0.0):
+            for p in g["params"]:
+                n = next(k for k, q in model.named_parameters() if q is p)
+                assert g["lr"] == pytest.approx(0.1 if n.startswith(slow) else 1.0), n
+    cf.begin_stage(stage(cf, "fusion"), None)
+    names = {n for g in cf.param_groups(1.0, 0.0) for n, q in cf.named_parameters() for p in g["params"] if p is q}
+    assert names and all(n.startswith(("fusion_proj.", "segment", "fusion_encoder.", "fusion_head.")) for n in names)
+    lrs = {n: g["lr"] for g in cf.param_groups(1.0, 0.0) for n, q in cf.named_parameters() for p in g["params"]
+           if p is q}
+    assert lrs["fusion_proj.weight"] == 1.0 and lrs["segment"] == 1.0
+    assert all(v == pytest.approx(0.1) for n, v in lrs.items() if n.startswith(("fusion_encoder.", "fusion_head.")))
 
 
 def test_ldr_stage2_training_lowers_both_terms():
@@ -630,12 +717,16 @@ def test_ema_prototypes_update_after_the_loss():
     first = torch.stack([f[pos[:, c], c].mean(0) if pos[:, c].any() else torch.zeros(32) for c in range(C)])
     torch.testing.assert_close(model.prototype_bank, first)
     assert model.prototype_updates.tolist() == [int(pos[:, c].any()) for c in range(C)]
+    neg = (y < 0.5) & mask  # the absence prototypes: the same over the known negatives
+    first_absent = torch.stack([f[neg[:, c], c].mean(0) for c in range(C)])
+    torch.testing.assert_close(model.absent_bank, first_absent)
     # second batch: p ← 0.9 p + 0.1 mean; the loss used the prototypes from before this update
     x2, y2 = batch(seed=9)
     out2 = model(x2)
     from fact_fast.nn import prototype_contrastive_loss
     expect_apcl = prototype_contrastive_loss(out2.extras["class_features"], y2, None, first,
-                                             model.prototype_updates > 0)
+                                             model.prototype_updates > 0, temperature=1.0, class_negatives=False,
+                                             absent_prototypes=first_absent, absent_mask=model.absent_updates > 0)
     losses2 = model.loss(out2, y2, None)
     assert losses2["apcl"].item() == pytest.approx(expect_apcl.item(), rel=1e-6) and losses2["apcl"].item() > 0
     f2 = F.normalize(out2.extras["class_features"].detach(), dim=-1)
@@ -649,11 +740,51 @@ def test_ema_prototypes_update_after_the_loss():
     model.eval()
     model.loss(model(x), y, None)
     assert torch.equal(model.prototype_bank, bank)
-    lab = tiny("proto_contrast", prototypes="label")
-    assert not any("prototype" in k for k in lab.state_dict())
+    with pytest.raises(ValueError, match="apcl_negatives='classes'"):
+        tiny("proto_contrast", prototypes="label")
+    lab = tiny("proto_contrast", prototypes="label", apcl_negatives="classes")
+    assert not any("prototype" in k or "absent" in k for k in lab.state_dict())
     out = lab(x)
-    expect = prototype_contrastive_loss(out.extras["class_features"], y, None, out.extras["label_queries"])
+    expect = prototype_contrastive_loss(out.extras["class_features"], y, None, out.extras["label_queries"],
+                                        temperature=1.0)
     assert lab.loss(out, y)["apcl"].item() == pytest.approx(expect.item(), rel=1e-6)
+
+
+def test_absence_prototypes_are_the_negative_that_queries_cannot_separate():
+    """Each class's features offset by its own far-apart vector (what distinct decoder queries
+    do): the other classes' prototypes are then met by the offsets alone (loss ~0), the class's
+    own absence prototype is not; there the loss falls only as a positive's feature moves from
+    the absence prototype to the presence one."""
+    from fact_fast.nn import prototype_contrastive_loss
+
+    g = torch.Generator().manual_seed(5)
+    B, d = 6, 16
+    offset = 10.0 * torch.eye(C, d)
+    evidence = torch.randn(B, C, d, generator=g)
+    y = (torch.rand(B, C, generator=g) < 0.5).float()
+    y[0] = 1.0
+    y[1] = 0.0
+    feats = offset + evidence
+    fn = F.normalize
+    present = torch.stack([fn(feats[y[:, c] > 0.5, c], dim=-1).mean(0) for c in range(C)])
+    absent = torch.stack([fn(feats[y[:, c] < 0.5, c], dim=-1).mean(0) for c in range(C)])
+    def classes(x, tau):
+        return prototype_contrastive_loss(x, y, None, present, temperature=tau).item()
+
+    def own(x):
+        return prototype_contrastive_loss(x, y, None, present, temperature=1.0, absent_prototypes=absent,
+                                          class_negatives=False).item()
+
+    assert classes(feats, 0.1) < 5e-3 and own(feats) > 0.5
+    # by hand: softplus(cos(f, a_c) − cos(f, p_c)) over the positive anchors, τ = 1
+    f = fn(feats, dim=-1)
+    gap = (f * fn(absent, dim=-1)).sum(-1) - (f * fn(present, dim=-1)).sum(-1)
+    assert own(feats) == pytest.approx(F.softplus(gap)[y > 0.5].mean().item(), rel=1e-5)
+    # moving the positives' evidence towards the presence side lowers it
+    toward = feats + 20.0 * y[..., None] * (present - absent)[None]
+    assert own(toward) < own(feats) - 0.03
+    with pytest.raises(ValueError, match="absent_prototypes"):
+        prototype_contrastive_loss(feats, y, None, present, class_negatives=False)
 
 
 # -- through the engine ------------------------------------------------------------------------------------------
@@ -692,7 +823,10 @@ def test_ldr_runs_both_stages_from_one_command(ldr_run, tmp_path):
     assert [(r["stage"], r["epoch"]) for r in log] == [("decouple", 1), ("reconstruct", 1)]
     assert "train_bce" in log[0] and {"train_m_step_bce", "train_e_step_gce"} <= set(log[1])
     best = load_checkpoint(os.path.join(ldr_run, "best.pt"))
-    assert best["stage"] == "reconstruct" and best["eval_views"] is False
+    with open(os.path.join(ldr_run, "stages.json")) as fh:
+        selected = json.load(fh)["selected"]
+    assert best["stage"] == selected and best["eval_views"] is False
+    assert {"metrics_test-decouple.json", "metrics_test-reconstruct.json"} <= files
     # stage 2 started from stage 1's best weights: its Gaussians are the class statistics of the
     # best-decouple.pt model over the training set (eval transform), recomputed here
     stage1 = load_checkpoint(os.path.join(ldr_run, "best-decouple.pt"))
@@ -748,7 +882,7 @@ def test_chexfusion_two_stages_on_single_image_studies(tmp_path):
     assert train.main(["--model", "chexfusion", "--out", str(out)] + TINY_RUN + KWARGS["chexfusion"]) == 0
     assert {"best-backbone.pt", "best-fusion.pt", "best.pt"} <= set(os.listdir(out))
     assert [r["stage"] for r in read_log(str(out))] == ["backbone", "fusion"]
-    best = load_checkpoint(str(out / "best.pt"))
+    best = load_checkpoint(str(out / "best-fusion.pt"))
     assert best["stage"] == "fusion" and best["eval_views"] is True and bool(best["model"]["fusion_active"])
     # the fusion stage started from stage 1's best weights and never moved the backbone
     stage1 = load_checkpoint(str(out / "best-backbone.pt"))["model"]
@@ -756,9 +890,36 @@ def test_chexfusion_two_stages_on_single_image_studies(tmp_path):
         if k.startswith(("backbone.", "head.")):
             assert torch.equal(best["model"][k], v), k
     out_json = tmp_path / "val.json"
-    assert evaluate.main([str(out / "best.pt"), "--split", "val", "--out", str(out_json), "--no-progress"]) == 0
+    assert evaluate.main([str(out / "best-fusion.pt"), "--split", "val", "--out", str(out_json),
+                          "--no-progress"]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["num_samples"] == 32 and metrics["mAP"] == pytest.approx(best["metrics"]["val"]["mAP"], abs=1e-6)
+
+
+def test_chexfusion_on_two_view_synthetic_studies(tmp_path):
+    """--dataset-kwargs views=2: both stages see studies of two views; the backbone stage trains on
+    single views and is scored per study (max over views), the fusion stage fuses them, so the
+    validation scores that choose best.pt are both per study."""
+    out = tmp_path / "mv"
+    args = ["--model", "chexfusion", "--out", str(out), "--dataset-kwargs", "views=2"] + TINY_RUN + \
+        KWARGS["chexfusion"]
+    assert train.main(args) == 0
+    log = read_log(str(out))
+    # 32 studies of 2 views, batch 16: 2 steps in either stage
+    assert [(r["stage"], r["step"]) for r in log] == [("backbone", 2), ("fusion", 2)]
+    fusion = load_checkpoint(str(out / "best-fusion.pt"))
+    assert fusion["eval_views"] is True and bool(fusion["model"]["fusion_active"])
+    for name in ("backbone", "fusion"):
+        with open(out / f"metrics_test-{name}.json") as fh:
+            assert json.load(fh)["num_samples"] == 32
+    # the fusion model scores a study from both views: dropping one changes its scores
+    model = model_from_spec(fusion["model_spec"], fusion["model"]).eval()
+    ds = build_dataset("synthetic", "val", image_size=32, num_samples=4, views=2, train=False)
+    images = torch.stack([ds[i][0] for i in range(4)])
+    with torch.no_grad():
+        both = model(images, torch.ones(4, 2, dtype=torch.bool)).scores
+        first = model(images, torch.tensor([[True, False]] * 4)).scores
+    assert not torch.allclose(both, first)
 
 
 def test_chexfusion_fuses_the_views_of_cxr_lt_studies(tmp_path):
@@ -797,7 +958,14 @@ def test_paper_recipes_as_config_presets():
     cfg, _ = parse_config(["--config", os.path.join(ROOT, "configs", "ldr.yaml")])
     assert (cfg.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size) == ("ldr", "adam", 1e-4, 1e-5, 32)
     assert (cfg.image_size, cfg.resize, cfg.crop, cfg.min_lr_ratio) == (448, 512, "random", 1.0)
+    # one learning rate for the whole network and both stages, as the paper states it
+    assert cfg.model_kwargs == {"transformer_lr_scale": 1.0, "reconstruct_lr_scale": 1.0}
     cfg, _ = parse_config(["--config", os.path.join(ROOT, "configs", "chexfusion.yaml"), "--epochs", "3"])
     assert (cfg.model, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.image_size, cfg.epochs) == \
         ("chexfusion", "adamw", 3e-5, 8, 1024, 3)
     assert cfg.backbone == "convnext_small.fb_in22k_ft_in1k" and cfg.pretrained is True
+    assert cfg.model_kwargs == {"transformer_lr_scale": 1.0, "fusion_lr_scale": 1.0}
+    cfg, _ = parse_config(["--config", os.path.join(ROOT, "configs", "mlgcn_experts.yaml")])
+    assert (cfg.optimizer, cfg.lr, cfg.adam_beta2, cfg.weight_decay, cfg.min_lr_ratio, cfg.sampler) == \
+        ("adam", 1e-4, 0.99, 0.0, 1.0, "cycle")
+    assert cfg.model_kwargs == {"transformer_lr_scale": 1.0}

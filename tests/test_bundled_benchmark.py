@@ -40,3 +40,17 @@ def test_list_names_every_row(capsys):
     assert bb.main(["--list"]) == 0
     printed = capsys.readouterr().out
     assert all(name in printed for name in bb.ROWS)
+
+
+def test_baseline_rows_carry_their_recipes():
+    from fact_fast.config import parse_config
+
+    cfgs = {name: parse_config(flags)[0] for name, (_, flags) in bb.ROWS.items()}
+    experts = cfgs["mlgcn_experts"]
+    assert (experts.graph, experts.sampler, experts.sampler_no_finding) == ("topk_reweighted", "cycle", True)
+    assert cfgs["chexfusion_two_views"].dataset_kwargs == {"views": 2}
+    assert cfgs["chexfusion"].dataset_kwargs == {}
+    for name in ("cnn_bce", "ldr", "chexfusion", "chexfusion_two_views", "proto_contrast"):
+        assert (cfgs[name].backbone, cfgs[name].out_index) == ("fact_resnet_tiny", 3), name
+    # every row shares the recipe: the models' own learning-rate scales do the rest
+    assert {(c.lr, c.optimizer, c.epochs) for c in cfgs.values()} == {(2e-3, "adamw", 20)}

@@ -97,6 +97,21 @@ def test_topk_method_hand_example():
         ([0, 2, 4, 5, 6], [1, 2, 0, 3, 0, 1])
 
 
+def test_topk_reweighted_hand_example():
+    """The top-k partners (k = 2 by lift: 0-1, 0-2, 1-3 and their mirrors), then ML-GCN's Eq. 8:
+    each neighbour gets p / (number of neighbours), the self loop 1 - p."""
+    g = label_graph(HAND, "topk_reweighted", k=2, rank_by="lift", min_lift=0.0, min_count=1, p=0.2)
+    assert g.add_self_loops is False and g.method == "topk_reweighted"
+    np.testing.assert_allclose(g.to_dense(), [[0.8, 0.2 / 3, 0.2 / 3, 0.2 / 3],
+                                              [0.2 / 3, 0.8, 0.2 / 3, 0.2 / 3],
+                                              [0.1, 0.1, 0.8, 0],
+                                              [0.1, 0.1, 0, 0.8]], rtol=1e-6)
+    # the same edges as the unweighted top-k graph
+    top = label_graph(HAND, "topk", k=2, rank_by="lift", min_lift=0.0, min_count=1)
+    off = g.to_dense() * (1 - np.eye(4))
+    np.testing.assert_array_equal(off > 0, top.to_dense() > 0)
+
+
 def test_lift_method_hand_example():
     assert _csr(label_graph(HAND, "lift", min_lift=1.0, min_count=1)) == ([0, 1, 2, 3, 4], [2, 3, 0, 1])
     assert _csr(label_graph(HAND, "lift", min_lift=0.8, min_count=1)) == ([0, 2, 4, 5, 6], [1, 2, 0, 3, 0, 1])

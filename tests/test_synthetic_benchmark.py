@@ -290,3 +290,71 @@ def test_presentations_change_the_instance():
     clear, faint, small = (np.median(np.array(stats[p]), axis=0) for p in ("clear", "faint", "small"))
     assert faint[0] < 0.7 * clear[0]
     assert small[1] < 0.8 * clear[1]
+
+
+# ----------------------------------------------------------------------------- multi-view studies
+@pytest.fixture(scope="module")
+def two_views():
+    return SyntheticBenchmark("train", num_samples=800, seed=4, image_size=64, views=2)
+
+
+def test_one_view_is_the_default_dataset():
+    a = SyntheticBenchmark("val", num_samples=6, seed=1, image_size=64)
+    b = SyntheticBenchmark("val", num_samples=6, seed=1, image_size=64, views=1, view_only_rate=0.9)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(b.visible, b.clean_labels > 0)
+    assert b.study_ids is None
+
+
+def test_studies_keep_the_label_vectors_and_repeat_them_per_view(two_views):
+    one = SyntheticBenchmark("train", num_samples=800, seed=4, image_size=64)
+    assert len(two_views) == 1600 and two_views.study_ids[:4] == ["train-0", "train-0", "train-1", "train-1"]
+    for name in ("labels", "clean_labels", "forms", "presentation"):
+        np.testing.assert_array_equal(getattr(two_views, name)[0::2], getattr(one, name))
+        np.testing.assert_array_equal(getattr(two_views, name)[1::2], getattr(one, name))
+    assert len(set(two_views.sample_ids.tolist())) == 1600
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
+def test_findings_shown_in_one_view_at_the_set_rate(rate):
+    ds = SyntheticBenchmark("train", num_samples=1500, seed=2, image_size=64, views=2, view_only_rate=rate)
+    pos = ds.clean_labels[0::2] > 0
+    shown = ds.visible.reshape(-1, 2, C).sum(axis=1)
+    assert np.all(shown[pos] >= 1) and np.all(shown[~pos] == 0)  # a finding is always in some view
+    one_view = (shown[pos] == 1).mean()
+    assert one_view == pytest.approx(rate, abs=0.03)
+    if 0 < rate < 1:  # the view that shows it alone is either one
+        in_view0 = ds.visible.reshape(-1, 2, C)[:, 0]
+        assert in_view0[(shown == 1) & pos].mean() == pytest.approx(0.5, abs=0.05)
+
+
+def test_a_view_draws_only_the_findings_it_shows(two_views):
+    vis = two_views.visible.reshape(-1, 2, C)
+    pos = two_views.clean_labels[0::2] > 0
+    study, c = map(int, np.argwhere(pos & vis[:, 1] & ~vis[:, 0])[0])  # a finding shown in view 1 only
+    v0, v1 = 2 * study, 2 * study + 1
+    shown0 = np.flatnonzero(vis[study, 0]).tolist()
+    img0, img1 = two_views.load_raw(v0), two_views.load_raw(v1)
+    np.testing.assert_array_equal(img0, two_views.render_one(v0, findings=shown0))
+    assert not np.array_equal(img0, two_views.render_one(v0, findings=shown0 + [c]))
+    without = [k for k in np.flatnonzero(vis[study, 1]) if k != c]
+    assert not np.array_equal(img1, two_views.render_one(v1, findings=without))
+    # the two views are different pictures (anatomy, clutter, exposure), not copies
+    assert np.abs(img0.astype(int) - img1.astype(int)).mean() > 5
+    with pytest.raises(ValueError, match="findings"):
+        two_views.render_one(v0, findings=[k for k in range(C) if not pos[study, k]][:1])
+
+
+def test_registry_groups_the_views_into_studies():
+    from fact_fast.data import MultiViewDataset
+
+    ds = build_dataset("synthetic", "val", num_samples=5, image_size=64, views=2)
+    assert isinstance(ds, MultiViewDataset) and len(ds) == 5 and len(ds.base) == 10
+    images, target = ds[3]
+    assert images.shape == (2, 3, 64, 64)
+    np.testing.assert_array_equal(target.numpy(), ds.base.labels[6])
+    for bad in ({"views": 0}, {"views": 1.5}, {"views": True}):
+        with pytest.raises(ValueError, match="views"):
+            SyntheticBenchmark("val", num_samples=2, **bad)
+    with pytest.raises(ValueError, match="view_only_rate"):
+        SyntheticBenchmark("val", num_samples=2, views=2, view_only_rate=1.5)

@@ -28,8 +28,12 @@ __all__ = ["DATASETS", "build_dataset", "CSVImageDataset", "ChestMNIST", "CheXpe
            "read_image_file", "register_dataset"]
 
 
-def _build_synthetic(split, root=None, image_size=128, seed=0, **kw):
-    return SyntheticBenchmark(split, image_size=image_size, seed=seed, **kw)
+def _build_synthetic(split, root=None, image_size=128, seed=0, views=1, **kw):
+    """One image per sample, or with ``views`` > 1 a :class:`MultiViewDataset` of studies."""
+    from .base import MultiViewDataset
+
+    ds = SyntheticBenchmark(split, image_size=image_size, seed=seed, views=views, **kw)
+    return MultiViewDataset(ds, "study_ids") if ds.views > 1 else ds
 
 
 def _build_synthetic_motifs(split, root=None, image_size=64, seed=0, **kw):

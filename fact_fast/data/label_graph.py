@@ -18,6 +18,9 @@ Methods (:data:`GRAPH_METHODS`; an edge i → j means node i aggregates from j):
   as chance (lift, below); strength is the lift (``rank_by="lift"``) or ML-GCN's P(j | i)
   (``rank_by="conditional"``, which favours frequent classes); ties go to the lower class index.
   A class with no such partner stays isolated rather than being tied to unrelated classes. Binary.
+* ``"topk_reweighted"`` — the ``"topk"`` graph re-weighted as ``"reweighted"`` re-weights ML-GCN's
+  binarised one (neighbours share p, the explicit self loop keeps 1 − p): ML-GCN's Eq. 8 on label
+  statistics where its threshold t = 0.4 leaves no edge (the NIH-like tables, docs/label_graph.md).
 * ``"lift"`` — an edge when lift = P(i, j) / (P(i) P(j)) > ``min_lift`` (equivalently
   PMI = log lift > log ``min_lift``) and the pair was seen together at least ``min_count`` times.
   Lift is symmetric. Binary.
@@ -42,6 +45,7 @@ GRAPH_METHODS: dict[str, dict] = {
     "threshold": {"threshold": 0.4, "symmetric": True},
     "reweighted": {"threshold": 0.4, "p": 0.2, "symmetric": True},
     "topk": {"k": 3, "rank_by": "lift", "min_lift": 1.2, "min_count": 10, "symmetric": True},
+    "topk_reweighted": {"k": 3, "rank_by": "lift", "min_lift": 1.2, "min_count": 10, "symmetric": True, "p": 0.2},
     "lift": {"min_lift": 2.0, "min_count": 10},
 }
 
@@ -59,7 +63,7 @@ class LabelGraph:
         col: int64 ``[nnz]`` column indices, sorted within each row.
         value: float32 ``[nnz]`` edge weights, or None for an unweighted (all-ones) graph.
         add_self_loops: the flag to propagate with: True when the op must add I (binary methods),
-            False when the self loops are explicit edges (``"reweighted"``).
+            False when the self loops are explicit edges (``"reweighted"``, ``"topk_reweighted"``).
         method: the :data:`GRAPH_METHODS` name that built it; ``params``: its parameters.
     """
 
@@ -215,7 +219,7 @@ def label_graph(labels, method: str = DEFAULT_GRAPH["method"], **params) -> Labe
     if method in ("threshold", "reweighted"):
         # a pair never known together (or i never positive) is no evidence, even at threshold 0
         adj = (counts.conditional() >= float(p["threshold"])) & (counts.positive_known > 0)
-    elif method == "topk":
+    elif method in ("topk", "topk_reweighted"):
         lift = counts.lift()
         strength = counts.conditional() if p["rank_by"] == "conditional" else lift
         # never a pair that was not seen together
@@ -231,7 +235,7 @@ def label_graph(labels, method: str = DEFAULT_GRAPH["method"], **params) -> Labe
     np.fill_diagonal(adj, False)
     if p.get("symmetric", False):
         adj = adj | adj.T
-    if method != "reweighted":
+    if method not in ("reweighted", "topk_reweighted"):
         rowptr, col, value = _csr(adj, None)
         return LabelGraph(rowptr, col, value, add_self_loops=True, method=method, params=p)
     # ML-GCN Eq. 8: spread p over the neighbours, keep 1 - p on the (now explicit) self loop

@@ -27,6 +27,15 @@ exploit (see ``docs/synthetic.md`` for the measured statistics):
   ``missed_label_rate`` (default 0.1; the image still shows it); validation and test labels are
   clean. ``clean_labels`` holds the truth for every split.
 
+Multiple views (``views=V`` ≥ 2). Each sample becomes a *study* of V images with study-level
+labels (as CXR-LT repeats a study's labels on each of its images): the views are separate
+renderings of the same findings (their own anatomy, clutter, exposure and instance placement),
+and each positive finding is drawn in every view, except that with probability
+``view_only_rate`` (default 0.5) it is drawn in one view only, chosen uniformly
+(``visible`` says which). A single image then misses findings its labels claim; the study as a
+whole shows them all. Image j is view ``j % V`` of study ``j // V`` (``study_ids``); the dataset
+registry wraps it in a :class:`~fact_fast.data.base.MultiViewDataset` over ``study_ids``.
+
 Determinism. Per-sample generators seeded with ``(seed, split, index, stream)`` make labels,
 metadata and images bitwise identical for a seed, independent of ``num_samples``, of the order
 in which samples are rendered and of DataLoader workers; the three splits use disjoint streams.
@@ -62,7 +71,7 @@ PRIMITIVES = ("disc", "ring", "stripes", "blobs", "reticular", "wedge", "ellipse
               "lucency", "heart_shape", "lung_shape")
 
 # stream ids of the per-sample generators
-_LABEL_STREAM, _BACKGROUND_STREAM, _CLUTTER_STREAM, _INSTANCE_STREAM = 0, 1, 2, 100
+_LABEL_STREAM, _BACKGROUND_STREAM, _CLUTTER_STREAM, _VIEW_STREAM, _INSTANCE_STREAM = 0, 1, 2, 3, 100
 
 # Normalisation constants of the rendered uint8 images (default train split, 128 px; see
 # docs/synthetic.md). Only roughly zero-mean / unit-std is needed.
@@ -618,15 +627,21 @@ class SyntheticBenchmark(MultiLabelDataset):
         image_size: side of the square images (>= 32; designed for 64-256, default 128 so that
             a stride-32 trunk sees 4 x 4 = 16 positions).
         seed: dataset seed; same seed -> bitwise identical labels, metadata and images.
-        num_samples: number of samples (default train 3000 / val 600 / test 1500).
+        num_samples: number of samples (studies when ``views`` > 1; default train 3000 / val 600 /
+            test 1500).
         missed_label_rate: probability that a positive is missing (0) in the *train* labels.
+        views: images per study (1: one image per sample, the default; see the module doc).
+        view_only_rate: with ``views`` > 1, the probability that a positive finding is drawn in
+            one view only.
         transform: optional callable uint8 image -> tensor (``build_dataset`` attaches one).
 
-    Attributes (besides the dataset contract's):
-        clean_labels: float32 [N, 14], the truth the image shows (= ``labels`` for val/test).
+    Attributes (besides the dataset contract's; N images = ``num_samples × views``):
+        clean_labels: float32 [N, 14], the truth of the sample / study (= ``labels`` for val/test).
         forms: int8 [N, 14], the form index of each finding (into ``FORMS[class]``), -1 absent.
         presentation: int8 [N, 14], index into :data:`PRESENTATIONS`, -1 absent.
+        visible: bool [N, 14], the findings image j shows (= ``clean_labels > 0`` for one view).
         sample_ids: int64 [N], disjoint across splits.
+        study_ids: list of N str (``"<split>-<study>"``) when ``views`` > 1, else None.
     """
 
     channels = "gray"
@@ -634,7 +649,8 @@ class SyntheticBenchmark(MultiLabelDataset):
     std = (_PIXEL_STD,) * 3
 
     def __init__(self, split: str = "train", *, image_size: int = 128, seed: int = 0,
-                 num_samples: int | None = None, missed_label_rate: float = 0.1, transform=None):
+                 num_samples: int | None = None, missed_label_rate: float = 0.1, views: int = 1,
+                 view_only_rate: float = 0.5, transform=None):
         self.split = check_split(split)
         if int(image_size) < 32:
             raise ValueError(f"image_size must be >= 32, got {image_size}")
@@ -643,21 +659,47 @@ class SyntheticBenchmark(MultiLabelDataset):
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
         if not 0.0 <= float(missed_label_rate) < 1.0:
             raise ValueError(f"missed_label_rate must be in [0, 1), got {missed_label_rate}")
+        if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 1:
+            raise ValueError(f"views must be an integer >= 1, got {views!r}")
+        if not 0.0 <= float(view_only_rate) <= 1.0:
+            raise ValueError(f"view_only_rate must be in [0, 1], got {view_only_rate}")
         self.name = "synthetic"
         self.class_names = list(NIH_CLASS_NAMES)
         self.image_size = int(image_size)
         self.seed = int(seed)
         self.num_samples = int(num_samples)
         self.missed_label_rate = float(missed_label_rate) if split == "train" else 0.0
+        self.views = int(views)
+        self.view_only_rate = float(view_only_rate) if self.views > 1 else 0.0
         self.transform = transform
-        self.sample_ids = SPLIT_CODES[split] * 1_000_000_000 + np.arange(self.num_samples, dtype=np.int64)
+        n_images = self.num_samples * self.views
+        self.sample_ids = SPLIT_CODES[split] * 1_000_000_000 + np.arange(n_images, dtype=np.int64)
         self._sample_labels()
+        if self.views > 1:
+            self._sample_views()
         self._images = None     # uint8 [N, S, S], allocated on first render
         self._rendered = None   # bool [N]
 
     # -- labels and metadata --------------------------------------------------------------------
-    def _rng(self, i: int, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, SPLIT_CODES[self.split], int(i), stream, 0x5C4E])
+    def _rng(self, i: int, stream: int, view: int = 0) -> np.random.Generator:
+        """The generator of sample (study) ``i``'s ``stream``; view 0 keeps the single-view key."""
+        key = [self.seed, SPLIT_CODES[self.split], int(i), stream, 0x5C4E] + ([int(view)] if view else [])
+        return np.random.default_rng(key)
+
+    def _sample_views(self):
+        """Repeat the study-level arrays per view and draw which view shows each finding."""
+        V, N, C = self.views, self.num_samples, len(self.class_names)
+        visible = np.repeat(self.clean_labels > 0, V, axis=0).reshape(N, V, C)
+        for i in range(N):
+            u = self._rng(i, _VIEW_STREAM).random(2 * C)
+            only = (self.clean_labels[i] > 0) & (u[:C] < self.view_only_rate)
+            which = np.minimum((u[C:] * V).astype(np.int64), V - 1)
+            for c in np.flatnonzero(only):
+                visible[i, :, c] = np.arange(V) == which[c]
+        for name in ("clean_labels", "labels", "forms", "presentation"):
+            setattr(self, name, np.repeat(getattr(self, name), V, axis=0))
+        self.visible = visible.reshape(N * V, C)
+        self.study_ids = [f"{self.split}-{i}" for i in range(N) for _ in range(V)]
 
     def _sample_labels(self):
         vectors, probs = label_vector_table()
@@ -685,37 +727,39 @@ class SyntheticBenchmark(MultiLabelDataset):
         self.labels = (clean & ~missed).astype(np.float32)
         self.forms = forms
         self.presentation = pres
+        self.visible = clean.astype(bool)
 
     # -- images ---------------------------------------------------------------------------------
     def render_one(self, i: int, findings=None) -> np.ndarray:
-        """Render sample ``i`` (uint8 [S, S]) without touching the cache.
+        """Render image ``i`` (uint8 [S, S]) without touching the cache.
 
-        ``findings``: class indices to draw (default: every finding of the sample, from
-        ``clean_labels``); each must be one of the sample's findings, since its form and
-        presentation are the sample's.
+        ``findings``: class indices to draw (default: the findings the image shows, ``visible``);
+        each must be one of the sample's (study's) findings, since its form and presentation are
+        the sample's.
         """
         i = self._index(i)
+        study, view = divmod(i, self.views)
         present = np.flatnonzero(self.clean_labels[i])
         if findings is None:
-            findings = present
+            findings = np.flatnonzero(self.visible[i])
         findings = sorted({int(c) for c in findings})
         extra = [c for c in findings if c not in set(present.tolist())]
         if extra:
             raise ValueError(f"findings: classes {extra} are not findings of sample {i} "
                              f"(its findings: {present.tolist()})")
-        rng = self._rng(i, _BACKGROUND_STREAM)
+        rng = self._rng(study, _BACKGROUND_STREAM, view)
         anat = _Anatomy.draw(rng)
         instances = []
         for c in findings:
             form = _FORM_LIST[c][self.forms[i, c]]
             presentation = PRESENTATIONS[self.presentation[i, c]]
-            instances.append((form, presentation, self._rng(i, _INSTANCE_STREAM + c)))
+            instances.append((form, presentation, self._rng(study, _INSTANCE_STREAM + c, view)))
         for form, presentation, irng in instances:
             if form.anatomy:  # shape changes first: the background is drawn from the anatomy
                 form.draw(anat, irng, 1.0 if presentation == "clear" else 0.5)
         cv = _Canvas(self.image_size)
         _render_background(cv, anat, rng)
-        _render_clutter(cv, anat, self._rng(i, _CLUTTER_STREAM))
+        _render_clutter(cv, anat, self._rng(study, _CLUTTER_STREAM, view))
         for form, presentation, irng in instances:
             if form.anatomy:
                 continue
@@ -739,8 +783,8 @@ class SyntheticBenchmark(MultiLabelDataset):
     def load_raw(self, i: int) -> np.ndarray:
         if self._images is None:
             S = self.image_size
-            self._images = np.empty((self.num_samples, S, S), np.uint8)
-            self._rendered = np.zeros(self.num_samples, bool)
+            self._images = np.empty((len(self), S, S), np.uint8)
+            self._rendered = np.zeros(len(self), bool)
         if not self._rendered[i]:
             self._images[i] = self.render_one(i)
             self._rendered[i] = True
@@ -749,7 +793,7 @@ class SyntheticBenchmark(MultiLabelDataset):
     @property
     def images(self) -> np.ndarray:
         """All images as uint8 [N, S, S] (the missing ones rendered now)."""
-        for i in range(self.num_samples):
+        for i in range(len(self)):
             self.load_raw(i)
         if self._images is None:
             return np.empty((0, self.image_size, self.image_size), np.uint8)

@@ -98,24 +98,47 @@ def build_run_data(cfg: TrainConfig, splits=("train", "val", "test"), progress: 
 
 
 class ClassAwareSampler(Sampler):
-    """Class-aware (class-balanced) sampling for multi-label data: each draw picks a class among
-    those with a positive, then a random image positive for it (Shen et al., ECCV'16).
+    """Class-aware (class-balanced) sampling for multi-label data: each draw picks a class, then a
+    random training image positive for it (Shen et al., ECCV 2016).
+
+    ``no_finding`` (default True): the images without any positive label (all negative or
+    unknown) form one more, virtual class, "no finding", placed after the real ones, so they are
+    drawn as often as any class instead of never -- the role CXR-LT's "No Finding" class plays in
+    the cycle sampling of "Enhancing Multi-Label Long-Tailed Classification on Chest X-Rays
+    through ML-GCN Augmentation" (ICCV Workshops 2023). Classes without a positive are left out.
 
     ``class_order``: ``"random"`` draws the class uniformly at random (sampler ``class_aware``);
-    ``"cycle"`` visits the classes in turn, 0, 1, ..., C−1, 0, ... (sampler ``cycle``: the
-    ``class_choice="cycle"`` of the multi-label balanced sampler that seed 002 uses), so every
-    run of C draws holds each class exactly once. The cycle continues across epochs and, under
-    DDP, is dealt round-robin to the ranks (draw k of rank r is global draw k·world_size + r).
+    ``"cycle"`` visits the classes in turn, 0, 1, ..., K−1, 0, ... (sampler ``cycle``: the
+    ``class_choice="cycle"`` of that paper's multi-label balanced sampler), so every run of K
+    draws holds each class exactly once. The cycle continues across epochs and, under DDP, is
+    dealt round-robin to the ranks (draw k of rank r is global draw k·world_size + r).
     ``num_samples`` per epoch defaults to the dataset size; under DDP each rank draws
-    ``num_samples / world_size``. Deterministic given ``(seed, epoch, rank)``."""
+    ``num_samples / world_size``. Deterministic given ``(seed, epoch, rank)``.
+
+    ``labels``: ``[N, C]`` with 1 = positive, 0 = negative, NaN = unknown. ``pools``: the
+    index arrays (int64) the draws pick from, one per drawn class (``class_of_pool`` gives each
+    pool's class index, ``C`` for "no finding")."""
 
     def __init__(self, labels, seed: int = 0, num_samples: int | None = None, rank: int = 0, world_size: int = 1,
-                 class_order: str = "random"):
+                 class_order: str = "random", no_finding: bool = True):
         if class_order not in ("random", "cycle"):
             raise ValueError(f"class_order must be 'random' or 'cycle', got {class_order!r}")
-        y = np.nan_to_num(np.asarray(labels, dtype=np.float32), nan=0.0) > 0.5
-        self.per_class = [np.flatnonzero(y[:, c]) for c in range(y.shape[1]) if y[:, c].any()]
-        if not self.per_class:
+        if not isinstance(no_finding, bool):
+            raise TypeError(f"no_finding must be True or False, got {no_finding!r}")
+        y = np.asarray(labels, dtype=np.float32)
+        if y.ndim != 2:
+            raise ValueError(f"labels must be a 2-D [N, C] array, got shape {list(y.shape)}")
+        y = np.nan_to_num(y, nan=0.0) > 0.5
+        self.pools, self.class_of_pool = [], []
+        for c in range(y.shape[1]):
+            if y[:, c].any():
+                self.pools.append(np.flatnonzero(y[:, c]))
+                self.class_of_pool.append(c)
+        empty = np.flatnonzero(~y.any(axis=1))
+        if no_finding and len(empty):
+            self.pools.append(empty)
+            self.class_of_pool.append(y.shape[1])
+        if not self.pools:
             raise ValueError("sampler: class_aware sampling needs at least one positive label in the train split")
         n = len(y) if num_samples is None else int(num_samples)
         self.num_samples = (n + world_size - 1) // world_size
@@ -132,11 +155,11 @@ class ClassAwareSampler(Sampler):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, 0xCA5])
         if self.class_order == "cycle":
             first = self.epoch * self.num_samples * self.world_size + self.rank
-            classes = (first + self.world_size * np.arange(self.num_samples, dtype=np.int64)) % len(self.per_class)
+            classes = (first + self.world_size * np.arange(self.num_samples, dtype=np.int64)) % len(self.pools)
         else:
-            classes = rng.integers(0, len(self.per_class), self.num_samples)
+            classes = rng.integers(0, len(self.pools), self.num_samples)
         for c in classes:
-            members = self.per_class[c]
+            members = self.pools[c]
             yield int(members[rng.integers(0, len(members))])
 
 
@@ -153,15 +176,17 @@ def stage_dataset(ds, stage):
 
 
 def make_loader(ds, batch_size: int, *, train: bool, info: du.DistInfo, workers: int, seed: int,
-                device: torch.device, sampler: str = "random") -> DataLoader:
-    """A DataLoader over ``ds`` with the collate that drops unreadable items and stacks views."""
+                device: torch.device, sampler: str = "random", no_finding: bool = True) -> DataLoader:
+    """A DataLoader over ``ds`` with the collate that drops unreadable items and stacks views;
+    ``no_finding`` is :class:`ClassAwareSampler`'s (class-balanced samplers only)."""
     from fact_fast.data import collate
 
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if train and sampler in ("class_aware", "cycle"):
         s: Sampler | None = ClassAwareSampler(ds.labels, seed, rank=info.rank, world_size=info.world_size,
-                                              class_order="cycle" if sampler == "cycle" else "random")
+                                              class_order="cycle" if sampler == "cycle" else "random",
+                                              no_finding=no_finding)
     elif train or info.distributed:
         # one shuffle for every world size: the permutation of epoch e depends only on (seed, e), and
         # rank r takes every world_size-th index, so N processes with batch b see, step by step, the

@@ -10,19 +10,20 @@ __all__ = ["OPTIMIZERS", "build_optimizer", "cosine_warmup_lambda"]
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
-def build_optimizer(param_groups: list, name: str, lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(param_groups: list, name: str, lr: float, momentum: float = 0.9,
+                    betas: tuple = (0.9, 0.999)) -> torch.optim.Optimizer:
     """``name`` over the model's groups (each carries its own ``lr`` and ``weight_decay``).
 
     ``adam`` applies weight decay as L2 in the gradient (as the papers that use Adam do);
-    ``adamw`` decouples it.
+    ``adamw`` decouples it. ``betas``: Adam's moment decays (β1, β2).
     """
     groups = [g for g in param_groups if g["params"]]
     if not groups:
         raise ValueError("optimizer: the model has no trainable parameters in this stage")
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999))
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(betas))
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")

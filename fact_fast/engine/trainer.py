@@ -6,9 +6,11 @@ Output directory of a run::
     config.json          resolved TrainConfig + the label graph report + the dataset skip lists
     metrics.jsonl        one JSON line per epoch (stage, epoch, losses, val metrics, model stats)
     last.pt              the latest state (atomic; what --resume continues)
-    best-<stage>.pt      best validation epoch of each stage (multi-stage models)
-    best.pt              best validation epoch of the final stage (what evaluate/predict use)
-    metrics_test.json    test metrics of best.pt
+    best-<stage>.pt      best validation epoch of each stage
+    best.pt              the stage checkpoint with the best validation score (what evaluate/predict
+                         use; on a tie the later stage); stages.json says which and why
+    metrics_test.json    test metrics of best.pt (with every stage's validation score)
+    metrics_test-<stage>.json   test metrics of each stage's best-<stage>.pt (multi-stage models)
     scores_test.npz      test scores and targets of best.pt (what ``fact_fast.report`` draws)
     tensorboard/, wandb/, mlruns/   with ``--logger`` (:mod:`fact_fast.engine.loggers`)
 """
@@ -184,7 +186,8 @@ class _Run:
         ds = stage_dataset(self.data.datasets[split], stage)
         return make_loader(ds, self.cfg.batch_size if train else self.ebs, train=train, info=self.info,
                            workers=self.cfg.workers, seed=self.cfg.seed, device=self.device,
-                           sampler=self.cfg.sampler if train else "random")
+                           sampler=self.cfg.sampler if train else "random",
+                           no_finding=self.cfg.sampler_no_finding)
 
     def _stage_context(self) -> StageContext:
         cfg = self.cfg
@@ -259,7 +262,10 @@ class _Run:
         val_loader = self._loader("val", False, stage)
         lr = cfg.lr * stage.lr_scale
         optimizer = build_optimizer(model.param_groups(lr, cfg.weight_decay, cfg.backbone_lr_scale),
-                                    cfg.optimizer, lr)
+                                    cfg.optimizer, lr, betas=(0.9, cfg.adam_beta2))
+        log(f"stage {stage.name}: optimiser groups " + ", ".join(
+            f"{g.get('name', k)} lr {g['lr']:.3g} ({sum(p.numel() for p in g['params'])} parameters)"
+            for k, g in enumerate(optimizer.param_groups)), info)
         steps_per_epoch = max(len(train_loader), 1)
         warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -329,10 +335,10 @@ class _Run:
                     best_ck = self._checkpoint(si, epoch + 1, step, best, optimizer, scheduler, {"val": summary},
                                                thresholds=thresholds, evaluated_weights=True)
                     atomic_save(best_ck, os.path.join(self.out, best_name(stage.name)))
-                    if si == len(self.stages) - 1 or cfg.stage is not None:
-                        atomic_save(best_ck, os.path.join(self.out, BEST))
+                group_lrs = {f"lr_{g.get('name', k)}": g["lr"] for k, g in enumerate(optimizer.param_groups)}
                 row = {"stage": stage.name, "stage_index": si, "epoch": epoch + 1, "step": step,
-                       "lr": optimizer.param_groups[0]["lr"], **{f"train_{k}": v for k, v in losses.items()},
+                       "lr": optimizer.param_groups[0]["lr"], **group_lrs,
+                       **{f"train_{k}": v for k, v in losses.items()},
                        **{f"val_{k}": v for k, v in summary.items()}, **stats, **diag, "seconds": secs}
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(jsonable(row)) + "\n")
@@ -350,7 +356,9 @@ class _Run:
         batch = next((b for b in val_loader if b is not None), None)
         if batch is None:
             return {}
-        images = split_batch(batch, self.device)[0]
+        images, _, view_mask = split_batch(batch, self.device)
+        if view_mask is not None:  # a single-view stage on a multi-view split: its views as images
+            images = images[view_mask]
         was_training = model.training
         model.eval()
         try:
@@ -371,42 +379,142 @@ class _Run:
                 os.remove(os.path.join(self.out, "metrics.jsonl"))  # a new run in an old directory
         fresh = self.ckpt is None
         self.loggers = open_loggers(self.cfg.logger, self.out, self.info.is_main)
+        if not self.stage_indices[start:]:
+            self.select_best()
         for k, si in enumerate(self.stage_indices[start:]):
             self.run_stage(si, first=fresh and k == 0 and si == 0)
+            self.select_best()
         result = {"out": self.out}
         if self.cfg.eval_test:
-            result["test"] = self.evaluate_best()
+            result["test"], result["stages"] = self.evaluate_best()
             self.loggers.log_test(result["test"])
         self.loggers.close()
         log(f"done in {time.time() - self.t0:.1f}s; outputs in {self.out}", self.info)
         return result
 
-    def evaluate_best(self) -> dict | None:
+    # -- stage selection -------------------------------------------------------------------------
+    def stage_candidates(self) -> list:
+        """``(stage index, path)`` of every stage up to the last one this run trains whose
+        ``best-<stage>.pt`` exists in the output directory (a ``--stage`` run counts the earlier
+        stages' checkpoints it started from)."""
+        last = max(self.stage_indices)
+        out = []
+        for si, stage in enumerate(self.stages[:last + 1]):
+            path = os.path.join(self.out, best_name(stage.name))
+            if os.path.isfile(path):
+                out.append((si, path))
+        return out
+
+    def select_best(self) -> dict | None:
+        """Write ``best.pt``: the stage checkpoint with the best validation ``select_metric``
+        (on a tie the later stage), and ``stages.json`` with every candidate's validation score.
+        A later stage that does not reach an earlier one's validation score is reported in the log."""
+        if not self.info.is_main:
+            du.barrier()
+            return None
+        candidates = []
+        for si, path in self.stage_candidates():
+            ck = load_checkpoint(path)
+            value = ck.get("best_metric")
+            candidates.append({"stage": self.stages[si].name, "stage_index": si, "checkpoint": os.path.basename(path),
+                               "epoch": ck.get("epoch"), "val": None if value is None else float(value),
+                               "val_metrics": (ck.get("metrics") or {}).get("val"), "_ckpt": ck})
+        if not candidates:
+            du.barrier()
+            return None
+        self._warn_if_incomparable(candidates)
+        score = [(-math.inf if c["val"] is None or not math.isfinite(c["val"]) else c["val"], c["stage_index"])
+                 for c in candidates]
+        chosen = candidates[max(range(len(candidates)), key=lambda k: score[k])]
+        ck = dict(chosen["_ckpt"])
+        ck.pop("_path", None)
+        atomic_save(ck, os.path.join(self.out, BEST))
+        metric = self.cfg.select_metric
+        report = {"select_metric": metric, "selected": chosen["stage"],
+                  "stages": [{k: v for k, v in c.items() if k != "_ckpt"} for c in candidates]}
+        with open(os.path.join(self.out, "stages.json"), "w") as fh:
+            json.dump(jsonable(report), fh, indent=2)
+        if len(candidates) > 1:
+            scores = ", ".join(f"{c['stage']} {100 * c['val']:.2f}" if c["val"] is not None else f"{c['stage']} -"
+                               for c in candidates)
+            later = [c for c in candidates if c["stage_index"] > chosen["stage_index"]]
+            why = (f"; the later stage(s) {', '.join(c['stage'] for c in later)} did not improve on it"
+                   if later else "")
+            log(f"best.pt: stage {chosen['stage']} (epoch {chosen['epoch']}), chosen on validation {metric} "
+                f"({scores}){why}", self.info)
+        du.barrier()
+        return report
+
+    def _warn_if_incomparable(self, candidates: list) -> None:
+        """Stages that score single images and stages that score studies (grouped views) of a
+        per-image split measure different things; say so (a multi-view dataset, e.g. cxr_lt with
+        ``fusion=study``, scores both per study)."""
+        from fact_fast.data import MultiViewDataset
+
+        val = self.data.datasets.get("val")
+        views = {bool(c["_ckpt"].get("eval_views")) for c in candidates}
+        if len(views) > 1 and getattr(val, "study_ids", None) is not None and not isinstance(val, MultiViewDataset):
+            log("warning: the stages score the validation split differently (images in one, studies in another), "
+                "so choosing best.pt between them compares unlike numbers; use the dataset's study-level form "
+                "(e.g. --dataset-kwargs fusion=study for cxr_lt)", self.info)
+
+    def evaluate_best(self) -> tuple[dict | None, dict | None]:
+        """Test metrics of ``best.pt`` (``metrics_test.json``, ``scores_test.npz``) and, for a
+        multi-stage run, of every stage's best checkpoint (``metrics_test-<stage>.json``).
+        Returns ``(metrics of best.pt, {stage: metrics} or None)``."""
         from fact_fast.metrics import format_metrics_table
 
         path = os.path.join(self.out, BEST)
         if not os.path.isfile(path):
             log("no best.pt to evaluate (no epoch finished)", self.info)
-            return None
+            return None, None
         best = load_checkpoint(path)
-        model = model_from_spec(best["model_spec"], best["model"]).to(self.device)
-        stage = self.stages[best["stage_index"]]
+        candidates = self.stage_candidates()
+        per_stage: dict = {}
+        chosen_metrics = None
+        for si, stage_path in candidates if len(candidates) > 1 else [(best["stage_index"], path)]:
+            ck = best if si == best["stage_index"] else load_checkpoint(stage_path)
+            metrics, scores, targets = self._test_metrics(ck, stage_path if len(candidates) > 1 else path)
+            if metrics is None:
+                continue
+            if len(candidates) > 1:
+                per_stage[self.stages[si].name] = metrics
+                with open(os.path.join(self.out, f"metrics_test-{self.stages[si].name}.json"), "w") as fh:
+                    json.dump(jsonable(metrics), fh, indent=2)
+            if si == best["stage_index"]:
+                chosen_metrics = dict(metrics, checkpoint=path)
+                save_scores(os.path.join(self.out, TEST_SCORES_FILE), scores, targets, self.data.class_names)
+        if not self.info.is_main:
+            return None, None
+        if per_stage:
+            chosen_metrics["stage_val"] = {name: m.get("val_" + self.cfg.select_metric) for name, m in per_stage.items()}
+            for name, m in per_stage.items():
+                log(f"stage {name}: val {self.cfg.select_metric} {100 * (m.get('val_' + self.cfg.select_metric) or 0):.2f}, "
+                    f"test mAP {100 * (m.get('mAP') or 0):.2f}, macro AUC {100 * (m.get('macro_auc') or 0):.2f}", self.info)
+        log(f"\ntest metrics of {path} (stage {best['stage']}, epoch {best['epoch']}):", self.info)
+        log(format_metrics_table(chosen_metrics), self.info)
+        with open(os.path.join(self.out, "metrics_test.json"), "w") as fh:
+            json.dump(jsonable(chosen_metrics), fh, indent=2)
+        return chosen_metrics, (per_stage or None)
+
+    def _test_metrics(self, ckpt: dict, path: str):
+        """``(metrics, scores, targets)`` of checkpoint ``ckpt`` on the test split (None on other ranks)."""
+        model = model_from_spec(ckpt["model_spec"], ckpt["model"]).to(self.device)
+        stage = self.stages[ckpt["stage_index"]]
         loader = self._loader("test", False, stage)
         scores, targets = score_loader(model, loader, self.info, amp=self.cfg.amp, views=stage.views,
                                        channels_last=self.cfg.channels_last, progress=self.progress, desc="test")
         if not self.info.is_main:
-            return None
+            return None, None, None
         metrics = compute_split_metrics(scores, targets, self.data, threshold=model.default_threshold)
-        metrics.update({"checkpoint": path, "stage": best["stage"], "epoch": best["epoch"], "split": "test",
+        val = (ckpt.get("metrics") or {}).get("val") or {}
+        metrics.update({"checkpoint": path, "stage": ckpt["stage"], "stage_index": ckpt["stage_index"],
+                        "epoch": ckpt["epoch"], "split": "test",
                         "dataset": self.cfg.dataset, "model": self.cfg.model,
+                        **{f"val_{k}": v for k, v in val.items()},
                         "train_prevalence": dict(zip(self.data.class_names, self.data.task.prevalence.tolist())),
                         "train_seconds": time.time() - self.t0})
-        log(f"\ntest metrics of {path} (stage {best['stage']}, epoch {best['epoch']}):", self.info)
-        log(format_metrics_table(metrics), self.info)
-        with open(os.path.join(self.out, "metrics_test.json"), "w") as fh:
-            json.dump(jsonable(metrics), fh, indent=2)
-        save_scores(os.path.join(self.out, TEST_SCORES_FILE), scores, targets, self.data.class_names)
-        return metrics
+        return metrics, scores, targets
 
 
 def fit(cfg: TrainConfig, explicit=(), info: du.DistInfo | None = None) -> dict:
@@ -434,6 +542,11 @@ def fit_seeds(cfg: TrainConfig, explicit=(), info: du.DistInfo | None = None) ->
     summary = {"seeds": seeds, "runs": [r["out"] for r in results]}
     if tests:
         summary["test"] = mean_std_over_seeds(tests)
+        summary["selected_stages"] = [t.get("stage") for t in tests]
+    per_stage = [r.get("stages") for r in results if r.get("stages")]
+    if per_stage and len(per_stage) == len(results):
+        names = [n for n in per_stage[0] if all(n in p for p in per_stage)]
+        summary["stages"] = {n: mean_std_over_seeds([p[n] for p in per_stage]) for n in names}
     if info is None or info.is_main:
         with open(os.path.join(base, "summary.json"), "w") as fh:
             json.dump(jsonable(summary), fh, indent=2)

@@ -92,7 +92,8 @@ class Stage:
     """One training stage of a method.
 
     * ``epochs``: None = the run's ``--epochs``; otherwise the stage's own length.
-    * ``lr_scale``: multiplies the run's ``--lr`` for this stage.
+    * ``lr_scale``: multiplies the run's ``--lr`` for this stage (on top of the per-module
+      scales of :meth:`MultiLabelModel.lr_scales`).
     * ``views``: the stage consumes multi-view batches ``(images [B, V, 3, H, W], view_mask)``
       (study-level fusion); other stages see single images.
     * ``max_views``: views per item when ``views`` (extra views are dropped).
@@ -178,9 +179,32 @@ class MultiLabelModel(nn.Module):
         """Names of parameters excluded from weight decay besides biases and norm weights."""
         return set()
 
+    def lr_scales(self) -> dict:
+        """Learning-rate multipliers of parts of the model, ``{parameter-name prefix: scale}``
+        (e.g. ``{"encoder.": 0.1}`` for a Transformer block that diverges at a CNN's learning
+        rate); the longest matching prefix wins, other parameters get 1. Default: none."""
+        return {}
+
+    def lr_scale_of(self, name: str) -> float:
+        """The :meth:`lr_scales` multiplier of parameter ``name`` (1 when no prefix matches)."""
+        scale, best = 1.0, -1
+        for prefix, value in self.lr_scales().items():
+            if name.startswith(prefix) and len(prefix) > best:
+                scale, best = float(value), len(prefix)
+        return scale
+
     def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list:
-        """Optimiser groups: trunk parameters get ``lr * backbone_lr_scale``; biases, norm
-        weights and :meth:`no_weight_decay` get no weight decay. Frozen parameters are left out."""
+        """Optimiser groups: parameter ``n`` gets ``lr * lr_scale_of(n)``, times
+        ``backbone_lr_scale`` for the trunk (:attr:`backbone_prefixes`); biases, norm weights and
+        :meth:`no_weight_decay` get no weight decay. Frozen parameters are left out. Each group's
+        ``name`` says which it is: ``backbone`` or ``head``, ``_no_decay``, and ``_x<scale>``
+        when a module scale applies (e.g. ``head_x0.1``)."""
+        scales = self.lr_scales()
+        for prefix, value in scales.items():
+            if not isinstance(prefix, str) or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not value > 0:
+                raise ValueError(f"{type(self).__name__}.lr_scales: expected {{name prefix: positive number}}, "
+                                 f"got {prefix!r}: {value!r}")
         skip = self.no_weight_decay()
         groups: dict = {}
         for name, p in self.named_parameters():
@@ -188,11 +212,13 @@ class MultiLabelModel(nn.Module):
                 continue
             trunk = name.startswith(self.backbone_prefixes)
             decay = p.ndim >= 2 and name not in skip
-            key = (trunk, decay)
+            scale = self.lr_scale_of(name)
+            key = (trunk, decay, scale)
             if key not in groups:
-                groups[key] = {"params": [], "lr": lr * (backbone_lr_scale if trunk else 1.0),
+                groups[key] = {"params": [], "lr": lr * scale * (backbone_lr_scale if trunk else 1.0),
                                "weight_decay": weight_decay if decay else 0.0,
-                               "name": ("backbone" if trunk else "head") + ("" if decay else "_no_decay")}
+                               "name": ("backbone" if trunk else "head") + ("" if decay else "_no_decay")
+                               + ("" if scale == 1.0 else f"_x{scale:g}")}
             groups[key]["params"].append(p)
         return list(groups.values())
 

@@ -1,5 +1,5 @@
-"""LDRNet (seed 001: Huang et al., "Label Decoupling and Reconstruction: A Two-Stage Training
-Framework for Long-tailed Multi-label Medical Image Recognition", ACM MM'24)."""
+"""LDRNet (Huang et al., "Label Decoupling and Reconstruction: A Two-Stage Training Framework for
+Long-tailed Multi-label Medical Image Recognition", ACM MM 2024)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,19 +12,39 @@ from fact_fast.nn import GroupWiseLinear, TransformerEncoderLayer, bce_loss, gen
 from .base import ModelOutput, MultiLabelModel, Stage, StageContext, TaskInfo, register_model
 from .trunk import TrunkConfig, build_backbone, check_number, check_positive
 
-__all__ = ["LDRConfig", "LDR", "COVARIANCES", "reverse_sampling_probabilities"]
+__all__ = ["LDRConfig", "LDR", "COVARIANCES", "SAMPLE_NORMALISATIONS", "GCE_FORMS", "reverse_sampling_probabilities"]
 
 COVARIANCES = ("diagonal", "full")
+SAMPLE_NORMALISATIONS = ("per_class", "across_classes")
+GCE_FORMS = ("paper", "reference")
 DECOUPLE, RECONSTRUCT = "decouple", "reconstruct"
 
 
 @dataclass
 class LDRConfig(TrunkConfig):
-    """Hyper-parameters; "paper" is seed 001 (no code was released).
+    """Hyper-parameters; "paper" is "Label Decoupling and Reconstruction" (ACM MM 2024; no code was
+    released).
 
     * ``sample_alpha`` = 0.9, ``sample_eps`` = 1e-9: α and ε of the reverse-sampling
       probabilities, Eq. 12 (Sec. 3.4, 4.3; Fig. 3a picks α = 0.9).
+    * ``sample_normalisation``: what Eq. 12's weights ``(1/(F + ε))^α`` are normalised over.
+      ``"per_class"`` (default): class c's two Gaussians, label 1 (F = its positives) against
+      label 0 (F = its negatives), so p_c is a probability of class c's own binary draw (Eq. 13)
+      that favours the rarer label; ``"across_classes"``: the C classes, as Eq. 12 prints it, so
+      the p_c sum to 1 (about one virtual positive per sample: on the bundled benchmark common
+      classes were drawn positive 1–1.6 % of the time, against 10–16 % in the data, and Hernia
+      39 %, against 0.3 %).
     * ``gce_q`` = 0.8: q of the E-step's generalized cross-entropy, Eq. 16 (Sec. 4.3; Fig. 3b).
+    * ``gce_form``: ``"paper"`` (default): q as Sec. 3.4 defines it, "when q is set to 1, the loss
+      function becomes the traditional BCE Loss": Zhang & Sabuncu's GCE with exponent 1 − q (q =
+      0.8 is close to BCE); ``"reference"``: exponent q, the convention of the GCE paper it cites
+      (q = 0.8 is close to the mean absolute error, which gives confidently wrong labels almost
+      no gradient).
+    * ``m_step_real`` = True: the M-step also fits the classifier on the step's real class
+      features (detached, with their labels) besides the virtual ones, as the virtual-feature
+      compensation of the paper's reference [36] (Pan et al., MICCAI 2023) trains its classifier
+      on real plus virtual features; False: virtual features only, so the classifier never sees
+      the real features the encoder produces in stage 2.
     * ``use_prompt`` = True: the label-text prompt tokens of Eq. 2 (Table 4's "Prompt" row);
       False drops them (Table 4's ablation).
     * ``encoder_layers`` = 1, ``heads`` = 8, ``ff_dim`` = 2048, ``dropout`` = 0.1: the paper says "a
@@ -38,6 +58,13 @@ class LDRConfig(TrunkConfig):
     * ``virtual_batch``: virtual feature sets drawn per training step of stage 2 (None: as many
       as the step has images).
 
+    * ``transformer_lr_scale`` = 0.1: learning-rate multiplier of the query embedding (prompt MLP,
+      label queries, indicators, positions) and the Transformer encoder; ``reconstruct_lr_scale``
+      = 0.1: multiplier of the whole second stage, which fine-tunes a trained model (the paper
+      gives one rate, Adam 1e-4, for its training; [36] fine-tunes at rates 10³–10⁴ below its
+      first stage's). Both bridge the engine's CNN rate (2e-3) to what attention layers and a
+      fine-tuning stage take; ``configs/ldr.yaml`` (lr 1e-4) sets both to 1.
+
     Adam, lr 1e-4, betas (0.9, 0.999), weight decay 1e-5 and batch 32 (Sec. 4.3) are engine
     flags (``configs/ldr.yaml``).
     """
@@ -49,9 +76,14 @@ class LDRConfig(TrunkConfig):
     use_prompt: bool = True
     sample_alpha: float = 0.9
     sample_eps: float = 1e-9
+    sample_normalisation: str = "per_class"
     gce_q: float = 0.8
+    gce_form: str = "paper"
+    m_step_real: bool = True
     covariance: str = "diagonal"
     virtual_batch: int | None = None
+    transformer_lr_scale: float = 0.1
+    reconstruct_lr_scale: float = 0.1
 
     def __post_init__(self):
         check_positive(self, "encoder_layers", "heads", "ff_dim", integer=True)
@@ -60,25 +92,43 @@ class LDRConfig(TrunkConfig):
         check_positive(self, "sample_eps")
         check_number(self, "gce_q", low=0.0, high=1.0, low_open=True)
         check_number(self, "virtual_batch", low=1, integer=True, allow_none=True)
-        if not isinstance(self.use_prompt, bool):
-            raise ValueError(f"LDRConfig.use_prompt must be true or false, got {self.use_prompt!r}")
+        check_positive(self, "transformer_lr_scale", "reconstruct_lr_scale")
+        for name in ("use_prompt", "m_step_real"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"LDRConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.sample_normalisation not in SAMPLE_NORMALISATIONS:
+            raise ValueError(f"sample_normalisation must be one of {SAMPLE_NORMALISATIONS}, "
+                             f"got {self.sample_normalisation!r}")
+        if self.gce_form not in GCE_FORMS:
+            raise ValueError(f"gce_form must be one of {GCE_FORMS}, got {self.gce_form!r}")
         if self.covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {self.covariance!r}")
 
 
 def reverse_sampling_probabilities(positives: torch.Tensor, negatives: torch.Tensor, alpha: float,
-                                   eps: float) -> torch.Tensor:
-    """Eq. 12: ``p_c = (1/(F_c + ε))^α / Σ_j (1/(F_j + ε))^α``, the probability of drawing class c's
-    feature from its label-1 Gaussian, F_c its number of positive training labels.
+                                   eps: float, normalisation: str = "per_class") -> torch.Tensor:
+    """Eq. 12's reverse-sampling probabilities ``p_c`` float32 ``[C]``: the probability of drawing
+    class c's virtual feature from its label-1 Gaussian, from the weights ``w = (1/(F + ε))^α``.
 
-    Classes without a positive have no label-1 Gaussian: p_c = 0 and they are left out of the
-    normalisation (with ε = 1e-9, F_c = 0 would otherwise take all the mass). Classes without a
-    negative have no label-0 Gaussian: p_c = 1. ``positives``/``negatives``: counts ``[C]``.
+    * ``"per_class"``: ``p_c = w(F¹_c) / (w(F¹_c) + w(F⁰_c))`` with F¹_c / F⁰_c class c's numbers
+      of positive / negative training labels -- the reverse sampler over class c's two labels
+      (α = 0: 1/2; α = 1: the rarer label as often as the other label occurs).
+    * ``"across_classes"``: ``p_c = w(F¹_c) / Σ_j w(F¹_j)``, Eq. 12 as printed.
+
+    Classes without a positive have no label-1 Gaussian: p_c = 0 (and are left out of the
+    across-classes normalisation: with ε = 1e-9 they would otherwise take all the mass); classes
+    without a negative have no label-0 Gaussian: p_c = 1. ``positives``/``negatives``: counts ``[C]``.
     """
-    f = positives.double()
-    w = torch.where(f > 0, (1.0 / (f + eps)) ** alpha, torch.zeros_like(f))
-    p = w / w.sum().clamp_min(torch.finfo(torch.float64).tiny)
-    return torch.where(negatives > 0, p, torch.ones_like(p)).float()
+    if normalisation not in SAMPLE_NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {SAMPLE_NORMALISATIONS}, got {normalisation!r}")
+    f1, f0 = positives.double(), negatives.double()
+    w1 = torch.where(f1 > 0, (1.0 / (f1 + eps)) ** alpha, torch.zeros_like(f1))
+    if normalisation == "per_class":
+        w0 = torch.where(f0 > 0, (1.0 / (f0 + eps)) ** alpha, torch.zeros_like(f0))
+        p = w1 / (w1 + w0).clamp_min(torch.finfo(torch.float64).tiny)
+    else:
+        p = w1 / w1.sum().clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where((f0 > 0) | (f1 == 0), p, torch.ones_like(p)).float()
 
 
 def _single_images(batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,12 +153,14 @@ class LDR(MultiLabelModel):
     the training set, a Gaussian of class c's feature for label 0 and for label 1 (Eq. 9–11) and
     the reverse-sampling probabilities (Eq. 12), kept as buffers. Each training step then does
     one EM step: M-step, the classifier on virtual feature sets (class c drawn from its label-1
-    Gaussian with probability p_c, else from its label-0 one; Eq. 13–15) with BCE; E-step, the
+    Gaussian with probability p_c, else from its label-0 one; Eq. 13–15) -- and, with
+    ``m_step_real``, on the step's real class features, detached -- with BCE; E-step, the
     encoder and backbone on the real images with GCE (Eq. 16) through the classifier held fixed.
 
     ``forward(images [B, 3, H, W]) -> ModelOutput(scores [B, C], logits [B, C],
     extras={"class_features": [B, C, D]})``; in stage-2 training also ``"virtual_logits"`` and
-    ``"virtual_targets"`` ``[V, C]``. Loss: ``{"total", "bce"}`` in stage 1,
+    ``"virtual_targets"`` ``[V, C]`` and, with ``m_step_real``, ``"real_m_logits"`` ``[B, C]``
+    (the classifier on the detached real features). Loss: ``{"total", "bce"}`` in stage 1,
     ``{"total", "m_step_bce", "e_step_gce"}`` in stage 2.
     """
 
@@ -148,6 +200,12 @@ class LDR(MultiLabelModel):
         self.register_buffer("sample_prob", torch.zeros(C))
         self.register_buffer("reconstructing", torch.zeros((), dtype=torch.bool))
 
+    def lr_scales(self) -> dict:
+        scale = self.config.transformer_lr_scale
+        parts = ("label_queries", "label_indicator", "position", "encoder.")
+        parts += ("prompt_mlp.", "word_indicator") if self.num_prompts else ()
+        return {p: scale for p in parts}
+
     # -- stage 1 ---------------------------------------------------------------------------------
     def queries(self) -> torch.Tensor:
         """Q of Eq. 2, ``[M + C, D]``."""
@@ -172,8 +230,9 @@ class LDR(MultiLabelModel):
     def stages(self) -> list:
         return [Stage(DECOUPLE, description="class-aware features (label queries + text prompts + Transformer "
                                             "encoder), BCE"),
-                Stage(RECONSTRUCT, description="per-class label-0/label-1 Gaussians from stage 1, reverse-sampled "
-                                               "virtual features; EM: classifier BCE (M), encoder GCE (E)")]
+                Stage(RECONSTRUCT, lr_scale=self.config.reconstruct_lr_scale,
+                      description="per-class label-0/label-1 Gaussians from stage 1, reverse-sampled "
+                                  "virtual features; EM: classifier BCE (M), encoder GCE (E)")]
 
     def begin_stage(self, stage: Stage, ctx: StageContext | None, resumed: bool = False) -> None:
         if stage.name == RECONSTRUCT and not resumed:
@@ -230,7 +289,8 @@ class LDR(MultiLabelModel):
         self.gaussian_scale.copy_(scale)
         self.gaussian_count.copy_(n.round().long())
         self.sample_prob.copy_(reverse_sampling_probabilities(n[1], n[0], self.config.sample_alpha,
-                                                              self.config.sample_eps))
+                                                              self.config.sample_eps,
+                                                              self.config.sample_normalisation))
         self.train(was_training)
 
     def sample_virtual(self, num: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,6 +316,8 @@ class LDR(MultiLabelModel):
             virtual, virtual_targets = self.sample_virtual(self.config.virtual_batch or images.shape[0])
             extras["virtual_logits"] = self.classifier(virtual.to(features.dtype))  # M-step
             extras["virtual_targets"] = virtual_targets
+            if self.config.m_step_real:
+                extras["real_m_logits"] = self.classifier(features.detach())
         else:
             logits = self.classifier(features)
         return ModelOutput(torch.sigmoid(logits), logits, extras)
@@ -263,11 +325,23 @@ class LDR(MultiLabelModel):
     def loss(self, output: ModelOutput, targets: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         if "virtual_logits" in output.extras:
             m_step = bce_loss(output.extras["virtual_logits"], output.extras["virtual_targets"])
-            e_step = generalized_cross_entropy_loss(output.logits, targets, mask, q=self.config.gce_q)
+            if "real_m_logits" in output.extras:
+                m_step = m_step + bce_loss(output.extras["real_m_logits"], targets, mask)
+            e_step = self.e_step_loss(output.logits, targets, mask)
             return {"total": m_step + e_step, "m_step_bce": m_step.detach(), "e_step_gce": e_step.detach()}
         value = bce_loss(output.logits, targets, mask)
         return {"total": value, "bce": value.detach()}
 
 
-register_model("ldr", LDR, description="LDRNet (seed 001, ACM MM'24): label decoupling with class queries and "
-                                       "text prompts, then Gaussian reconstruction + EM fine-tuning (two stages)")
+    def e_step_loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 16: generalized cross-entropy with exponent ``1 − gce_q`` (``gce_form="paper"``; BCE
+        when it is 0) or ``gce_q`` (``"reference"``)."""
+        c = self.config
+        exponent = 1.0 - c.gce_q if c.gce_form == "paper" else c.gce_q
+        if exponent <= 0.0:
+            return bce_loss(logits, targets, mask)
+        return generalized_cross_entropy_loss(logits, targets, mask, q=exponent)
+
+
+register_model("ldr", LDR, description="LDRNet (ACM MM 2024): label decoupling with class queries and text prompts, "
+                                       "then Gaussian reconstruction + EM fine-tuning (two stages)")

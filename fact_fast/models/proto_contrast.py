@@ -1,5 +1,5 @@
-"""Prototype contrastive learning with prior-aware label queries (seed 004: Zeng et al., "Learning from
-Prototypes: Contrastive Learning with Prior-Aware Multi-Label Chest X-ray Classification", IEEE JBHI 2026).
+"""Prototype contrastive learning with prior-aware label queries (Zeng et al., "Learning from Prototypes:
+Contrastive Learning with Prior-Aware Multi-Label Chest X-ray Classification", IEEE JBHI 2026).
 
 Only the abstract is available: the three named components (LGA, LAD, APCL) are built as
 described there, every detail it leaves open is a documented choice (docs/baselines.md), and the
@@ -20,10 +20,11 @@ from fact_fast.nn.classification_losses import NEGATIVE_WEIGHTINGS
 from .base import ModelOutput, MultiLabelModel, TaskInfo, register_model
 from .trunk import TrunkConfig, build_backbone, check_number, check_positive
 
-__all__ = ["ProtoContrastConfig", "ProtoContrast", "MODULATIONS", "PROTOTYPES", "label_prior_bias"]
+__all__ = ["ProtoContrastConfig", "ProtoContrast", "MODULATIONS", "PROTOTYPES", "APCL_NEGATIVES", "label_prior_bias"]
 
 MODULATIONS = ("prior", "mask", "none")
 PROTOTYPES = ("ema", "label")
+APCL_NEGATIVES = ("absent", "classes", "both")
 CRITERIA = ("bce", "asl")
 
 
@@ -43,11 +44,26 @@ class ProtoContrastConfig(TrunkConfig):
       (independent gates per class query and image position, ``ops.sigmoid_attention``: no class
       or region competes for attention mass) or ``"softmax"`` (SDPA).
     * ``criterion``: ``"bce"`` or ``"asl"`` (γ− = 4, γ+ = 0, clip 0.05) for the classification term.
-    * ``apcl_weight`` = 1, ``apcl_temperature`` = 0.1, ``apcl_negative_weighting`` =
-      ``"similarity"`` (adaptive) or ``"uniform"``: see :func:`~fact_fast.nn.prototype_contrastive_loss`.
+    * ``apcl_weight`` = 1, ``apcl_temperature`` = 1, ``apcl_negative_weighting`` =
+      ``"similarity"`` (adaptive) or ``"uniform"`` (for the other classes' prototypes): see
+      :func:`~fact_fast.nn.prototype_contrastive_loss`. At τ = 0.1 the term penalises every
+      image-to-image variation of the features that is not yet discriminative (its softplus is
+      convex in the similarity gap, which 1/τ amplifies) and collapsed them on the bundled
+      benchmark (docs/baselines.md).
+    * ``apcl_negatives``: what a positive anchor of class c is contrasted with. ``"absent"``
+      (default): class c's *absence* prototype (running mean of the normalised features of the
+      images where c is known negative); ``"classes"``: the other classes' prototypes
+      (similarity-weighted); ``"both"``. Class c's features are decoded from class c's own query,
+      so they differ from other classes' whatever the image shows: the other classes' prototypes
+      are met by separating the queries, after which that term stops shaping what the decoder
+      reads from the image. Presence and absence of one class share the query and differ only by
+      image evidence (docs/baselines.md has the measurements).
     * ``prototypes``: ``"ema"`` (per-class running mean of the normalised features of the known
       positives, momentum ``prototype_momentum`` = 0.9, buffers) or ``"label"`` (the LGA label
-      queries themselves, learned through the contrastive term).
+      queries themselves, learned through the contrastive term; needs ``apcl_negatives="classes"``).
+    * ``transformer_lr_scale`` = 0.1: learning-rate multiplier of the label embedding projection,
+      LGA and LAD. At the engine's CNN rate (2e-3) the label queries collapsed to one vector
+      within ~40 steps (mean pairwise cosine 0.92 → 1.00) and the model stayed at chance.
     """
 
     dim: int = 512
@@ -60,10 +76,12 @@ class ProtoContrastConfig(TrunkConfig):
     lad_attention: str = "sigmoid"
     criterion: str = "bce"
     apcl_weight: float = 1.0
-    apcl_temperature: float = 0.1
+    apcl_temperature: float = 1.0
     apcl_negative_weighting: str = "similarity"
+    apcl_negatives: str = "absent"
     prototypes: str = "ema"
     prototype_momentum: float = 0.9
+    transformer_lr_scale: float = 0.1
 
     def __post_init__(self):
         check_positive(self, "dim", "heads", "ff_dim", "lga_layers", "lad_layers", integer=True)
@@ -71,14 +89,23 @@ class ProtoContrastConfig(TrunkConfig):
         check_number(self, "apcl_weight", low=0.0)
         check_positive(self, "apcl_temperature")
         check_number(self, "prototype_momentum", low=0.0, high=1.0, high_open=True)
+        check_positive(self, "transformer_lr_scale")
         if self.dim % self.heads:
             raise ValueError(f"ProtoContrastConfig.dim ({self.dim}) must be a multiple of heads ({self.heads})")
         if self.dim % 4:
             raise ValueError(f"ProtoContrastConfig.dim must be a multiple of 4 (2-D position encoding), got {self.dim}")
         for name, choices in (("lga_modulation", MODULATIONS), ("lad_attention", ATTENTIONS), ("criterion", CRITERIA),
-                              ("apcl_negative_weighting", NEGATIVE_WEIGHTINGS), ("prototypes", PROTOTYPES)):
+                              ("apcl_negative_weighting", NEGATIVE_WEIGHTINGS), ("prototypes", PROTOTYPES),
+                              ("apcl_negatives", APCL_NEGATIVES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.prototypes == "label" and self.apcl_negatives != "classes":
+            raise ValueError("prototypes='label' has no absence prototypes (the label queries are the prototypes); "
+                             "it needs apcl_negatives='classes'")
+
+    @property
+    def absence_prototypes(self) -> bool:
+        return self.apcl_negatives in ("absent", "both")
 
 
 def label_prior_bias(graph: dict, num_classes: int, modulation: str) -> torch.Tensor:
@@ -111,7 +138,7 @@ class ProtoContrast(MultiLabelModel):
       sine–cosine positions → tokens; ``lad_layers`` cross-attention layers without self-attention
       (each class query decodes its own feature) → class features ``F [B, C, dim]`` →
       group-wise linear classifier → logits.
-    * **APCL**: ``loss = criterion(z, y) + λ · APCL(F, y, prototypes)``.
+    * **APCL**: ``loss = criterion(z, y) + λ · APCL(F, y, prototypes, absence prototypes)``.
 
     ``forward(images [B, 3, H, W]) -> ModelOutput(scores [B, C], logits [B, C],
     extras={"class_features": F, "label_queries": Q})``; loss ``{"total", <criterion>, "apcl"}``.
@@ -145,6 +172,13 @@ class ProtoContrast(MultiLabelModel):
         if c.prototypes == "ema":
             self.register_buffer("prototype_bank", torch.zeros(C, c.dim))
             self.register_buffer("prototype_updates", torch.zeros(C, dtype=torch.int64))
+        if c.absence_prototypes:
+            self.register_buffer("absent_bank", torch.zeros(C, c.dim))
+            self.register_buffer("absent_updates", torch.zeros(C, dtype=torch.int64))
+
+    def lr_scales(self) -> dict:
+        scale = self.config.transformer_lr_scale
+        return {"label_proj.": scale, "lga.": scale, "lad.": scale}
 
     def label_queries(self) -> torch.Tensor:
         """LGA: ``Q [C, dim]``."""
@@ -174,8 +208,11 @@ class ProtoContrast(MultiLabelModel):
             prototypes, valid = self.prototype_bank.clone(), self.prototype_updates > 0
         else:
             prototypes, valid = output.extras["label_queries"], None
+        absent = dict(absent_prototypes=self.absent_bank.clone(), absent_mask=self.absent_updates > 0) \
+            if c.absence_prototypes else {}
         apcl = prototype_contrastive_loss(features, targets, mask, prototypes, valid, temperature=c.apcl_temperature,
-                                          negative_weighting=c.apcl_negative_weighting)
+                                          negative_weighting=c.apcl_negative_weighting,
+                                          class_negatives=c.apcl_negatives != "absent", **absent)
         if c.prototypes == "ema" and self.training:
             self.update_prototypes(features, targets, mask)
         total = classification + c.apcl_weight * apcl
@@ -184,21 +221,25 @@ class ProtoContrast(MultiLabelModel):
     @torch.no_grad()
     def update_prototypes(self, features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None) -> None:
         """``p_c ← m·p_c + (1 − m)·mean_i f̂_ic`` over the batch's known positives of class c
-        (f̂ = f/‖f‖); a class's first batch sets ``p_c`` to that mean; classes without a positive
-        in the batch keep theirs."""
-        positive = targets > 0.5
-        if mask is not None:
-            positive = positive & mask
-        w = positive.float()
-        count = w.sum(0)
-        mean = torch.einsum("bc,bcd->cd", w, F.normalize(features.float(), dim=-1)) / count.clamp_min(1.0)[:, None]
+        (f̂ = f/‖f‖), and the same for the absence prototypes over the known negatives; a class's
+        first batch sets its prototype to that mean; classes without such a label in the batch
+        keep theirs."""
+        known = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask
+        f = F.normalize(features.float(), dim=-1)
+        banks = [(self.prototype_bank, self.prototype_updates, (targets > 0.5) & known)]
+        if self.config.absence_prototypes:
+            banks.append((self.absent_bank, self.absent_updates, (targets <= 0.5) & known))
         m = self.config.prototype_momentum
-        moved = torch.where((self.prototype_updates > 0)[:, None], m * self.prototype_bank + (1 - m) * mean, mean)
-        seen = count > 0
-        self.prototype_bank[seen] = moved[seen]
-        self.prototype_updates += seen.long()
+        for bank, updates, members in banks:
+            w = members.float()
+            count = w.sum(0)
+            mean = torch.einsum("bc,bcd->cd", w, f) / count.clamp_min(1.0)[:, None]
+            moved = torch.where((updates > 0)[:, None], m * bank + (1 - m) * mean, mean)
+            seen = count > 0
+            bank[seen] = moved[seen]
+            updates += seen.long()
 
 
 register_model("proto_contrast", ProtoContrast,
-               description="prototype contrastive learning (seed 004, JBHI'26): co-occurrence modulated label graph "
+               description="prototype contrastive learning (IEEE JBHI 2026): co-occurrence modulated label graph "
                            "attention, label-aware decoupling decoder, adaptive prototype contrastive loss")

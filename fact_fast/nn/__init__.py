@@ -5,7 +5,8 @@ Layering: imports ``fact_fast.ops`` and torch/timm only.
 from .backbone import Backbone, split_last_stage
 from .classification_losses import (CLASSIFICATION_LOSSES, asymmetric_loss, bce_loss, focal_loss,
                                     generalized_cross_entropy_loss, multilabel_soft_margin_loss,
-                                    prototype_contrastive_loss, ride_diversity_loss, weighted_asymmetric_loss)
+                                    prototype_contrastive_loss, ride_diversity_loss, weighted_asymmetric_loss,
+                                    jensen_shannon_diversity_loss)
 from .gcn import GraphConv, LabelGCN
 from .heads import GroupWiseLinear, MLDecoder
 from .interface import SemanticInterface
@@ -28,5 +29,6 @@ __all__ = [
     "CrossAttentionLayer", "ATTENTIONS", "GroupWiseLinear", "MLDecoder", "sinusoidal_position_2d",
     "CLASSIFICATION_LOSSES", "bce_loss", "asymmetric_loss", "weighted_asymmetric_loss", "focal_loss",
     "generalized_cross_entropy_loss", "multilabel_soft_margin_loss", "ride_diversity_loss",
+    "jensen_shannon_diversity_loss",
     "prototype_contrastive_loss",
 ]

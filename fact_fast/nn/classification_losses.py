@@ -22,7 +22,8 @@ from .losses import masked_mean
 
 __all__ = ["CLASSIFICATION_LOSSES", "REDUCTIONS", "NEGATIVE_WEIGHTINGS", "reduce_masked", "bce_loss",
            "asymmetric_loss", "weighted_asymmetric_loss", "focal_loss", "generalized_cross_entropy_loss",
-           "multilabel_soft_margin_loss", "ride_diversity_loss", "prototype_contrastive_loss"]
+           "multilabel_soft_margin_loss", "ride_diversity_loss", "jensen_shannon_diversity_loss",
+           "prototype_contrastive_loss"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -112,7 +113,7 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
 def weighted_asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None,
                              reduction: str = "mean", *, prevalence, gamma_neg: float = 4.0, gamma_pos: float = 1.0,
                              clip: float = 0.05, detach_focusing: bool = False) -> torch.Tensor:
-    """CheXFusion's weighted asymmetric loss (seed 003): the ASL of :func:`asymmetric_loss` with a
+    """CheXFusion's weighted asymmetric loss (CheXFusion, ICCV Workshops 2023): the ASL of :func:`asymmetric_loss` with a
     per-class weight on each side,
 
         L = −w⁺_c · y · L+  −  w⁻_c · (1 − y) · L−,       w⁺_c = exp(1 − p_c),   w⁻_c = exp(p_c)
@@ -169,8 +170,9 @@ def generalized_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, 
         L = y · (1 − p^q) / q  +  (1 − y) · (1 − (1 − p)^q) / q,     q ∈ (0, 1]
 
     q → 0 gives binary cross-entropy, q = 1 the mean absolute error ``|y − p|``; in between, the
-    gradient ``p_t^q`` times BCE's down-weights labels the model finds implausible. LDRNet (seed
-    001, Eq. 16, q = 0.8) uses it for its E-step. ``p^q`` is computed as ``exp(q · log σ(z))``, so
+    gradient ``p_t^q`` times BCE's down-weights labels the model finds implausible. LDRNet
+    ("Label Decoupling and Reconstruction", ACM MM 2024) uses it for its E-step (Eq. 16), with
+    its q defined the other way round (exponent 1 − q, so that its q = 1 is BCE). ``p^q`` is computed as ``exp(q · log σ(z))``, so
     saturated logits keep finite values and gradients.
     """
     _check(logits, targets, mask)
@@ -203,8 +205,18 @@ def multilabel_soft_margin_loss(logits: torch.Tensor, targets: torch.Tensor,
     return per_sample.sum() / (known > 0).sum().clamp_min(1).to(per.dtype)
 
 
+def _check_experts(expert_logits: torch.Tensor, name: str) -> int:
+    if not isinstance(expert_logits, torch.Tensor) or expert_logits.dim() != 3 or not expert_logits.is_floating_point():
+        raise ValueError(f"expert_logits must be a float [n_experts, B, C] tensor, got "
+                         f"{list(getattr(expert_logits, 'shape', [type(expert_logits).__name__]))}")
+    if expert_logits.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 experts, got {expert_logits.shape[0]}")
+    return expert_logits.shape[0]
+
+
 def ride_diversity_loss(expert_logits: torch.Tensor) -> torch.Tensor:
-    """RIDE-style expert diversity term (Wang et al., ICLR'21; seed 002 Eq. 3)::
+    """RIDE-style expert diversity term (Wang et al., ICLR 2021; Eq. 3 of "Enhancing Multi-Label
+    Long-Tailed Classification on Chest X-Rays through ML-GCN Augmentation", ICCV Workshops 2023)::
 
         L_div = −1/(n − 1) · Σ_i KL(p̄ ‖ p⁽ⁱ⁾),   p⁽ⁱ⁾ = softmax_c(z⁽ⁱ⁾),   p̄ = (1/n) Σ_i p⁽ⁱ⁾
 
@@ -212,18 +224,36 @@ def ride_diversity_loss(expert_logits: torch.Tensor) -> torch.Tensor:
     constant in the backward (RIDE computes it under ``no_grad``), so each expert is pushed away
     from the ensemble, not the ensemble towards it. Minimising L_div *increases* the
     divergence, hence the minus sign. The term uses no labels: unknown labels do not matter.
+    It has no lower bound: an expert whose distribution puts ~0 where p̄ does not makes it
+    arbitrarily negative (see :func:`jensen_shannon_diversity_loss`).
     """
-    if not isinstance(expert_logits, torch.Tensor) or expert_logits.dim() != 3 or not expert_logits.is_floating_point():
-        raise ValueError(f"expert_logits must be a float [n_experts, B, C] tensor, got "
-                         f"{list(getattr(expert_logits, 'shape', [type(expert_logits).__name__]))}")
-    n, B, _ = expert_logits.shape
-    if n < 2:
-        raise ValueError(f"ride_diversity_loss needs at least 2 experts, got {n}")
+    n = _check_experts(expert_logits, "ride_diversity_loss")
+    B = expert_logits.shape[1]
     log_p = F.log_softmax(_wide(expert_logits), dim=-1)
     with torch.no_grad():
         log_p_bar = torch.logsumexp(log_p, dim=0) - math.log(n)  # log of the mean, without log(0)
         p_bar = log_p_bar.exp()
     kl = (p_bar * (log_p_bar - log_p)).sum(dim=-1)  # [n, B]: KL(p̄ ‖ p⁽ⁱ⁾) per expert and sample
+    return -kl.sum(dim=0).mean() / (n - 1) if B else kl.sum() * 0.0
+
+
+def jensen_shannon_diversity_loss(expert_logits: torch.Tensor) -> torch.Tensor:
+    """A bounded expert diversity term: the generalised Jensen–Shannon divergence of the experts'
+    class distributions, negated, with the normalisation of RIDE's term::
+
+        L_div = −1/(n − 1) · Σ_i KL(p⁽ⁱ⁾ ‖ p̄),   p⁽ⁱ⁾ = softmax_c(z⁽ⁱ⁾),   p̄ = (1/n) Σ_i p⁽ⁱ⁾
+
+    averaged over the batch; ``expert_logits`` float ``[n, B, C]``. Since p⁽ⁱ⁾ ≤ n·p̄, every KL
+    term lies in [0, log n], so ``−n log n / (n − 1) ≤ L_div ≤ 0``: minimising it still spreads
+    the experts apart, but once they disagree as much as distributions can, the term stops
+    growing and cannot outweigh the classification loss (RIDE's KL(p̄ ‖ p⁽ⁱ⁾) is unbounded). The
+    gradient goes through p̄ as well (it is the divergence of the set of experts). No labels.
+    """
+    n = _check_experts(expert_logits, "jensen_shannon_diversity_loss")
+    B = expert_logits.shape[1]
+    log_p = F.log_softmax(_wide(expert_logits), dim=-1)
+    log_p_bar = torch.logsumexp(log_p, dim=0) - math.log(n)
+    kl = (log_p.exp() * (log_p - log_p_bar)).sum(dim=-1)  # [n, B]: KL(p⁽ⁱ⁾ ‖ p̄)
     return -kl.sum(dim=0).mean() / (n - 1) if B else kl.sum() * 0.0
 
 
@@ -233,9 +263,11 @@ NEGATIVE_WEIGHTINGS = ("similarity", "uniform")
 def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None,
                                prototypes: torch.Tensor, prototype_mask: torch.Tensor | None = None,
                                temperature: float = 0.1, negative_weighting: str = "similarity",
-                               reduction: str = "mean") -> torch.Tensor:
-    """Adaptive prototype contrastive loss (fact_fast's formulation of seed 004's APCL; the
-    abstract gives no equation, docs/baselines.md lists the choices).
+                               reduction: str = "mean", absent_prototypes: torch.Tensor | None = None,
+                               absent_mask: torch.Tensor | None = None, class_negatives: bool = True) -> torch.Tensor:
+    """Adaptive prototype contrastive loss (fact_fast's formulation of the APCL of "Learning from
+    Prototypes", IEEE JBHI 2026; the abstract gives no equation, docs/baselines.md lists the
+    choices).
 
     Every known positive label (i, c) is an anchor: its class-specific feature ``f_ic`` is pulled
     to its class prototype ``p_c`` and pushed from the other classes' prototypes. With cosine
@@ -248,6 +280,14 @@ def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, ma
     n_c valid negatives (mean weight 1; a constant in the backward), so look-alike pathologies
     repel hardest; ``"uniform"`` is the plain prototype InfoNCE (w = 1).
 
+    ``absent_prototypes`` ``[C, d]`` (optional): a prototype of each class's *absence*
+    ``a_c``; an anchor of class c then also has ``a_c`` as a negative (weight 1),
+    ``ℓ_ic = −s_c + log(e^{s_c} + e^{cos(f_ic, a_c)/τ} + Σ_{k≠c} w_ck e^{s_k})``. Features of one
+    class that share a decoder query differ only by what the image shows, so this negative is
+    the one that query identity cannot separate. ``absent_mask`` bool ``[C]``: which exist yet.
+    ``class_negatives=False`` drops the other classes' prototypes (needs absence prototypes):
+    ``ℓ_ic = −s_c + log(e^{s_c} + e^{cos(f_ic, a_c)/τ})``.
+
     Args:
         features: float ``[B, C, d]``, one feature per image and class.
         targets: ``[B, C]`` 0/1; ``mask`` bool ``[B, C]`` (True = known) or None. Negative and
@@ -256,6 +296,7 @@ def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, ma
             (False: the class is neither an anchor nor a negative); None = all.
         reduction: ``"mean"`` over the anchors (0 when there is none), ``"sum"``, or ``"none"``
             (``[B, C]``, 0 off the anchors).
+        absent_prototypes, absent_mask: see above (None: no absence prototypes).
     """
     if not isinstance(features, torch.Tensor) or features.dim() != 3 or not features.is_floating_point():
         raise ValueError(f"features must be a float [B, C, d] tensor, got "
@@ -284,8 +325,24 @@ def prototype_contrastive_loss(features: torch.Tensor, targets: torch.Tensor, ma
         else:
             log_w = torch.zeros(C, C, dtype=f.dtype, device=f.device)
         log_w = torch.where(eye, torch.zeros_like(log_w), log_w.masked_fill(~negative, float("-inf")))
+    if not class_negatives:
+        if absent_prototypes is None:
+            raise ValueError("class_negatives=False leaves no negative: pass absent_prototypes")
+        log_w = log_w.masked_fill(~eye, float("-inf"))
     positive = s.diagonal(dim1=1, dim2=2)                                    # [B, C]: s_c
-    per = torch.logsumexp(s + log_w, dim=-1) - positive
+    terms = s + log_w
+    if absent_prototypes is not None:
+        if not isinstance(absent_prototypes, torch.Tensor) or absent_prototypes.shape != (C, d):
+            raise ValueError(f"absent_prototypes must be [{C}, {d}], got "
+                             f"{list(getattr(absent_prototypes, 'shape', []))}")
+        if absent_mask is not None and (absent_mask.dtype != torch.bool or absent_mask.shape != (C,)):
+            raise ValueError(f"absent_mask must be bool [{C}], got {absent_mask.dtype} {list(absent_mask.shape)}")
+        a = F.normalize(_wide(absent_prototypes), dim=-1).to(f.dtype)
+        s_absent = torch.einsum("bcd,cd->bc", f, a) / temperature
+        if absent_mask is not None:
+            s_absent = s_absent.masked_fill(~absent_mask.to(f.device)[None, :], float("-inf"))
+        terms = torch.cat([terms, s_absent.unsqueeze(-1)], dim=-1)
+    per = torch.logsumexp(terms, dim=-1) - positive
     anchors = (targets > 0.5) & valid[None, :]
     if mask is not None:
         anchors = anchors & mask
