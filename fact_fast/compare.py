@@ -66,7 +66,7 @@ def _model_cost(run_dir: str) -> tuple[int | None, float | None]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from fact_fast import ops
-    from fact_fast.engine import load_trained_model
+    from fact_fast.inference import load_trained_model
 
     path = os.path.join(run_dir, "best.pt")
     if not os.path.isfile(path):

@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["main", "build_parser", "build_report", "read_log", "cooccurrence", "reliability_bins",
-           "code_counts", "circular_layout"]
+           "circular_layout"]
 
 CAPTION_WIDTH = 110
 
@@ -104,44 +104,6 @@ def circular_layout(n: int) -> np.ndarray:
     """float64 ``[n, 2]`` node positions on the unit circle, node 0 at the top, clockwise."""
     angle = np.pi / 2 - 2 * np.pi * np.arange(n) / max(n, 1)
     return np.stack([np.cos(angle), np.sin(angle)], axis=1)
-
-
-def code_counts(model, ckpt: dict, *, batch_size: int | None = None, data_root: str | None = None,
-                workers: int = 0, progress: bool = False) -> np.ndarray | None:
-    """How often each codebook atom is chosen over the checkpoint's test split, int64 ``[K]``,
-    from ``model(images).extras["codes"]``; None when the model returns no codes. K is the
-    model config's ``codebook_size`` (else the largest index + 1)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from fact_fast.engine import checkpoint_dataset, config_of, make_loader
-    from fact_fast.engine.data import split_batch
-    from fact_fast.engine.loop import flatten_views
-    from fact_fast.utils.distributed import DistInfo
-
-    cfg = config_of(ckpt)
-    device = next(model.parameters()).device
-    ds = checkpoint_dataset(ckpt, "test", data_root)
-    loader = make_loader(ds, batch_size or cfg.eval_batch_size or 2 * cfg.batch_size, train=False,
-                         info=DistInfo(device=device), workers=workers, seed=cfg.seed, device=device)
-    chunks = []
-    model.eval()
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="codes", disable=not progress, leave=False):
-            if batch is None:
-                continue
-            images, y, view_mask = split_batch(batch, device)
-            if view_mask is not None:
-                images, _ = flatten_views(images, y, view_mask)
-            codes = model(images).extras.get("codes")
-            if codes is None:
-                return None
-            chunks.append(codes.reshape(-1).cpu().numpy().astype(np.int64))
-    if not chunks:
-        return None
-    codes = np.concatenate(chunks)
-    k = ckpt["model_spec"].get("config", {}).get("codebook_size") or int(codes.max()) + 1
-    return np.bincount(codes, minlength=int(k))
 
 
 # -- figures ---------------------------------------------------------------------------------------
@@ -441,7 +403,8 @@ def _fmt_pct(v) -> str:
 
 
 def _test_scores(run_dir: str, model, ckpt: dict, args) -> tuple[np.ndarray, np.ndarray, str]:
-    from fact_fast.engine import TEST_SCORES_FILE, load_scores, save_scores, score_checkpoint_split
+    from fact_fast.engine import TEST_SCORES_FILE, load_scores, save_scores
+    from fact_fast.inference import score_checkpoint_split
 
     path = os.path.join(run_dir, TEST_SCORES_FILE)
     if os.path.isfile(path):
@@ -461,9 +424,8 @@ def _test_scores(run_dir: str, model, ckpt: dict, args) -> tuple[np.ndarray, np.
 def build_report(run_dir: str, out_dir: str | None = None, *, thresholds: str = "fixed", device: str = "auto",
                  batch_size: int | None = None, data_root: str | None = None, progress: bool = False) -> str:
     """Write the report of ``run_dir`` (see the module docstring); returns the HTML path."""
-    from fact_fast.engine import load_trained_model
+    from fact_fast.inference import code_counts, load_trained_model, positive_calls, thresholds_of
     from fact_fast.metrics import compute_metrics
-    from fact_fast.predict import THRESHOLD_CHOICES, positive_calls, thresholds_of
     from fact_fast.utils.checkpoint import BEST
 
     if not os.path.isdir(run_dir):
@@ -542,7 +504,7 @@ def build_report(run_dir: str, out_dir: str | None = None, *, thresholds: str = 
         f"split: from the labels (left) and from the model's positive calls with the {label} (right). "
         f"Similar matrices mean the model reproduces how findings occur together; grey cells are the diagonal "
         f"(always 1) and rows of findings never present (left) or never called (right).")
-    table = _threshold_table(ckpt, scores, targets, names, groups, THRESHOLD_CHOICES)
+    table = _threshold_table(ckpt, scores, targets, names, groups)
     with open(os.path.join(out_dir, "thresholds.csv"), "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(table[0])
@@ -553,17 +515,12 @@ def build_report(run_dir: str, out_dir: str | None = None, *, thresholds: str = 
     return html_path
 
 
-def _threshold_table(ckpt, scores, targets, names, groups, choices) -> list:
+def _threshold_table(ckpt, scores, targets, names, groups) -> list:
     """Rows: class, group, train prevalence, and per threshold mode its value and the test F1."""
+    from fact_fast.inference import available_thresholds
     from fact_fast.metrics import compute_metrics
-    from fact_fast.predict import thresholds_of
 
-    modes = []
-    for mode in choices:
-        try:
-            modes.append((mode, thresholds_of(ckpt, mode, len(names))))
-        except ValueError:
-            continue  # not stored in this checkpoint
+    modes = list(available_thresholds(ckpt, len(names)).items())
     f1 = {mode: compute_metrics(scores, targets, threshold=t, class_names=names)["per_class_f1"] for mode, t in modes}
     head = ["class", "group", "train prevalence %"]
     for mode, _ in modes:
