@@ -34,6 +34,7 @@ from fact_fast.inference.inputs import ImageFiles, min_image_side
 from fact_fast.inference.predictions import predict_images
 from fact_fast.metrics import choose_thresholds, compute_metrics
 from fact_fast.models import ModelOutput, MultiLabelModel, TaskInfo, create_model, register_model
+from fact_fast.reporting import build_report, statistics
 from fact_fast.utils.checkpoint import load_checkpoint
 
 TINY = ["--dataset", "synthetic_motifs", "--image-size", "64", "--dataset-kwargs", "num_samples=64", "--batch-size", "16", "--no-progress",
@@ -517,7 +518,7 @@ def test_report_recomputes_missing_scores(fact_run, tmp_path):
     os.makedirs(run)
     for f in ("best.pt", "metrics.jsonl"):
         shutil.copy(os.path.join(fact_run, f), run / f)
-    path = report.build_report(str(run))
+    path = build_report(str(run))
     html = _check_report(os.path.dirname(path), REPORT_PNGS | {"codebook_usage.png"})
     assert "recomputed from best.pt" in html
     a = load_scores(os.path.join(fact_run, TEST_SCORES_FILE))
@@ -527,7 +528,7 @@ def test_report_recomputes_missing_scores(fact_run, tmp_path):
 
 
 def test_report_baseline_has_no_codebook_figure(pool_run, tmp_path):
-    path = report.build_report(pool_run, str(tmp_path / "r"))
+    path = build_report(pool_run, str(tmp_path / "r"))
     html = _check_report(os.path.dirname(path), REPORT_PNGS)
     assert "Codebook usage" not in html
 
@@ -541,19 +542,19 @@ def test_report_bad_run_dir(tmp_path, capsys):
 
 def test_cooccurrence_by_hand():
     y = np.array([[1, 1, 0], [1, 0, np.nan], [1, 1, 1], [0, 1, 1]], dtype=np.float32)
-    p = report.cooccurrence(y)
+    p = statistics.cooccurrence(y)
     # class 0 positive in rows 0-2: class 1 positive in 2 of 3; class 2 known in rows 0, 2 -> 1 of 2
     np.testing.assert_allclose(p[0], [1, 2 / 3, 1 / 2])
     # class 1 positive in rows 0, 2, 3: class 0 in 2 of 3, class 2 in 2 of 3
     np.testing.assert_allclose(p[1], [2 / 3, 1, 2 / 3])
     np.testing.assert_allclose(p[2], [1 / 2, 1, 1])
-    assert np.isnan(report.cooccurrence(np.zeros((2, 2))) ).all()
+    assert np.isnan(statistics.cooccurrence(np.zeros((2, 2))) ).all()
 
 
 def test_reliability_bins_by_hand():
     s = np.array([[0.05, 0.15], [0.95, 0.91], [0.08, 0.5]])
     t = np.array([[0, 1], [1, np.nan], [1, 0]])
-    r = report.reliability_bins(s, t, bins=10)
+    r = statistics.reliability_bins(s, t, bins=10)
     assert r["count"].tolist() == [2, 1, 0, 0, 1, 0, 0, 0, 0, 1]
     assert r["mean_score"][0] == pytest.approx(0.065) and r["positive_rate"][0] == pytest.approx(0.5)
     ece = (2 * abs(0.5 - 0.065) + abs(1 - 0.15) + abs(0 - 0.5) + abs(1 - 0.95)) / 5
@@ -561,7 +562,7 @@ def test_reliability_bins_by_hand():
 
 
 def test_circular_layout():
-    pos = report.circular_layout(4)
+    pos = statistics.circular_layout(4)
     np.testing.assert_allclose(pos, [[0, 1], [1, 0], [0, -1], [-1, 0]], atol=1e-12)
 
 
