@@ -1,4 +1,5 @@
-"""Timing and memory measurement shared by the op benchmarks.
+"""Memory measurement and the benchmark case shared by the op benchmarks; the timing loop is the
+op-checking harness's (:func:`fact_fast.testing.timing.time_fn`).
 
 A benchmark *case* builds inputs for one op at one size; every backend that can run them (from
 ``fact_fast.ops.available_backends``) is timed, plus the case's extra baselines (torch.compile of
@@ -7,12 +8,12 @@ the reference, outside libraries), forward only and forward + backward.
 from __future__ import annotations
 
 import gc
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from fact_fast.testing.timing import time_fn
 
 
 @dataclass
@@ -43,29 +44,6 @@ def _first_float(out) -> torch.Tensor:
     if isinstance(out, (tuple, list)):
         out = next(o for o in out if isinstance(o, torch.Tensor) and o.is_floating_point())
     return out.float().sum()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, iters: int, max_seconds: float) -> dict:
-    """Median and min wall time of ``fn`` in milliseconds (CUDA synchronized around each call)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    start_all = time.perf_counter()
-    for _ in range(iters):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-        if time.perf_counter() - start_all > max_seconds and len(times) >= 3:
-            break
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "iters": len(times)}
 
 
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:

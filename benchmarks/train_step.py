@@ -17,11 +17,11 @@ import sys
 
 import torch
 
-from benchmarks.harness import time_fn
 from benchmarks.run import environment
 from fact_fast import ops
 from fact_fast.data import label_graph
 from fact_fast.models import TaskInfo, create_model
+from fact_fast.testing.timing import time_fn
 
 
 def build(args, device):

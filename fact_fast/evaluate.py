@@ -3,7 +3,7 @@
 Rebuilds the dataset and the model (any registered model) from what the checkpoint stores,
 prints a readable metrics table (mAP, macro AUC, the paper's F1 and Avg., per-class AP/AUC,
 head/medium/tail means, ODIR score) and writes the metrics as JSON (default
-``<checkpoint dir>/metrics_<split>.json``). The work is done by :mod:`fact_fast.engine`.
+``<checkpoint dir>/metrics_<split>.json``). The work is done by :mod:`fact_fast.inference`.
 """
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import sys
 from typing import Sequence
 
 from fact_fast import ops
+from fact_fast.engine import jsonable
+from fact_fast.inference import evaluate_checkpoint
+from fact_fast.metrics import format_metrics_table
 from fact_fast.utils.checkpoint import CheckpointError
 
 __all__ = ["main", "build_parser"]
@@ -39,9 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fact_fast.engine import evaluate_checkpoint, jsonable
-    from fact_fast.metrics import format_metrics_table
-
     args = build_parser().parse_args(argv)
     if args.batch_size is not None and args.batch_size <= 0:
         build_parser().error("--batch-size must be positive")

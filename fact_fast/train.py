@@ -16,6 +16,9 @@ import torch
 
 from fact_fast import ops
 from fact_fast.config import parse_config
+from fact_fast.engine import fit, fit_seeds
+from fact_fast.engine.loggers import require_logger_packages
+from fact_fast.models import describe_models
 from fact_fast.utils import distributed as du
 from fact_fast.utils.checkpoint import CheckpointError
 
@@ -25,8 +28,6 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--list-models" in argv:
-        from fact_fast.models import describe_models
-
         for name, text in describe_models().items():
             print(f"{name:24s} {text}")
         return 0
@@ -34,9 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
-    from fact_fast.engine import fit, fit_seeds
-    from fact_fast.engine.loggers import require_logger_packages
-
     try:
         require_logger_packages(cfg.logger)
     except ImportError as exc:

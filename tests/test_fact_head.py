@@ -173,7 +173,7 @@ def test_head_probe_without_projection_reads_the_trunk():
 
 
 def test_report_draws_the_diagnostics_in_groups():
-    from fact_fast.report import fig_training_curves
+    from fact_fast.reporting.figures import fig_training_curves
 
     rows = [{"epoch": e, "train_total": 1.0 / e, "val_mAP": 0.1 * e, "val_class_score_correlation": 0.9,
              "anchor_cos": 0.5, "class_embedding_cos": 0.99, "gate_std": 0.01, "query_ratio": 0.1, "tau": 1.2,

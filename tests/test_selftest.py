@@ -10,6 +10,8 @@ import torch
 
 from fact_fast import _extension, selftest
 from fact_fast.ops import _backend
+from fact_fast.testing.environment import fatbin_archs
+from fact_fast.testing.matrix import OPS, QUICK_CASES, QUICK_DTYPES
 
 
 def _run(tmp_path, *args):
@@ -39,7 +41,7 @@ def test_quick_selftest_passes_from_a_plain_shell(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["complete"] and doc["summary"]["failed"] == 0 and doc["summary"]["errors"] == 0
     results = doc["results"]
-    assert {r["op"] for r in results} == set(selftest.OPS)
+    assert {r["op"] for r in results} == set(OPS)
     expected = {"cpu"} if _extension.has_kernel("vq_nearest", "cpu") else set()
     if doc["environment"]["device"] == "cpu":
         assert doc["environment"]["triton_interpret"]
@@ -48,13 +50,13 @@ def test_quick_selftest_passes_from_a_plain_shell(tmp_path):
     elif "triton" in doc["environment"]["backends"]["vq_nearest"]:
         expected.add("triton")
     assert {r["backend"] for r in results} >= expected and expected
-    assert {r["case"] for r in results} == set(selftest.QUICK_CASES)
-    assert {r["dtype"] for r in results} == set(selftest.QUICK_DTYPES)
+    assert {r["case"] for r in results} == set(QUICK_CASES)
+    assert {r["dtype"] for r in results} == set(QUICK_DTYPES)
     assert all(r["status"] == "pass" and r["worst_ratio"] <= 1 for r in results)
     for line in ("torch", "triton", "fact_fast._C", "backends"):
         assert line in printed
     table = done.stdout.split(selftest.HEADER, 1)[1].split("\n\n", 1)[0]  # the result rows, up to the totals
-    rows = [line.split() for line in table.splitlines() if line.split()[:1] and line.split()[0] in selftest.OPS]
+    rows = [line.split() for line in table.splitlines() if line.split()[:1] and line.split()[0] in OPS]
     groups = {(r["op"], r["backend"], r["dtype"]) for r in results}
     assert len(rows) == len(groups) and {(row[0], row[1], row[2]) for row in rows} == groups
     assert all(row[4] == "PASS" for row in rows), done.stdout
@@ -157,13 +159,13 @@ def test_fatbin_archs_reads_machine_code_and_ptx(tmp_path):
     lib = tmp_path / "lib.so"
     lib.write_bytes(b"\x7fELF junk" + _fatbin([(2, 80, b"s" * 40), (2, 90, b"t" * 24)]) + b"more"
                     + _fatbin([(1, 90, b".target sm_90")]) + b"\x50\xed\x55\xba stray magic")
-    assert selftest.fatbin_archs(str(lib)) == {"sass": ["sm_80", "sm_90"], "ptx": ["sm_90"]}
+    assert fatbin_archs(str(lib)) == {"sass": ["sm_80", "sm_90"], "ptx": ["sm_90"]}
 
 
 @pytest.mark.skipif(not _extension.built_with_cuda(), reason="extension built without CUDA")
 def test_fatbin_archs_of_the_built_extension():
     from fact_fast import _C
-    archs = selftest.fatbin_archs(_C.__file__)
+    archs = fatbin_archs(_C.__file__)
     assert archs["sass"], "no GPU machine code found in fact_fast._C"
     assert all(a.startswith("sm_") for a in archs["sass"] + archs["ptx"])
 

@@ -24,12 +24,17 @@ from torch import nn
 
 from fact_fast import export, predict, report, train
 from fact_fast.data import ImagePipeline
-from fact_fast.engine import (TEST_SCORES_FILE, checkpoint_dataset, load_scores, load_trained_model,
-                              score_checkpoint_split)
-from fact_fast.explain import (DISPLAY_SIDE, class_heatmaps, display_scale, overlay, parse_explain_classes,
-                               write_explanations)
+from fact_fast.engine import TEST_SCORES_FILE, load_scores
+from fact_fast.inference import (checkpoint_dataset, load_trained_model, positive_calls,
+                                 score_checkpoint_split)
+from fact_fast.inference import export as export_lib
+from fact_fast.inference.explain import (DISPLAY_SIDE, class_heatmaps, display_scale, overlay, parse_explain_classes,
+                                         write_explanations)
+from fact_fast.inference.inputs import ImageFiles, min_image_side
+from fact_fast.inference.predictions import predict_images
 from fact_fast.metrics import choose_thresholds, compute_metrics
 from fact_fast.models import ModelOutput, MultiLabelModel, TaskInfo, create_model, register_model
+from fact_fast.reporting import build_report, statistics
 from fact_fast.utils.checkpoint import load_checkpoint
 
 TINY = ["--dataset", "synthetic_motifs", "--image-size", "64", "--dataset-kwargs", "num_samples=64", "--batch-size", "16", "--no-progress",
@@ -145,11 +150,11 @@ def test_predict_val_f1_thresholds_reproduce_the_best_validation_f1(fact_run, tm
 def test_positive_calls_are_strict_and_float64():
     s = np.array([[0.5, np.float32(0.1)]], dtype=np.float32)
     thr = np.array([0.5, float(np.float32(0.1))])  # exactly the float32 score -> not positive
-    np.testing.assert_array_equal(predict.positive_calls(s, thr), [[False, False]])
+    np.testing.assert_array_equal(positive_calls(s, thr), [[False, False]])
     thr = np.array([np.nextafter(0.5, 0), np.nextafter(float(np.float32(0.1)), 0)])
-    np.testing.assert_array_equal(predict.positive_calls(s, thr), [[True, True]])
+    np.testing.assert_array_equal(positive_calls(s, thr), [[True, True]])
     with pytest.raises(ValueError, match="one value per class"):
-        predict.positive_calls(s, np.array([0.5]))
+        positive_calls(s, np.array([0.5]))
 
 
 # -- predict ---------------------------------------------------------------------------------------------
@@ -241,9 +246,9 @@ def test_dataset_split_with_another_label_set_is_refused(fact_run):
 
 
 def test_min_image_side_rule():
-    assert predict.min_image_side(ImagePipeline(image_size=64)) == 8
-    assert predict.min_image_side(ImagePipeline(image_size=224)) == 28
-    assert predict.min_image_side(ImagePipeline(image_size=224, resize=256)) == 32
+    assert min_image_side(ImagePipeline(image_size=64)) == 8
+    assert min_image_side(ImagePipeline(image_size=224)) == 28
+    assert min_image_side(ImagePipeline(image_size=224, resize=256)) == 32
 
 
 # -- explain ---------------------------------------------------------------------------------------------
@@ -395,8 +400,8 @@ def _planted_image(path, side=128, square=(80, 16, 16)):
 def _explain_planted(model, tmp_path, pipeline, class_names):
     path = tmp_path / "planted.png"
     x0, y0, s = _planted_image(path, side=pipeline.image_size)
-    items = predict._ImageFiles([str(path)], pipeline)
-    scores, errors, kept = predict.predict_images(model, items, keep=1)
+    items = ImageFiles([str(path)], pipeline)
+    scores, errors, kept = predict_images(model, items, keep=1)
     assert errors == [""]
     thresholds = np.array([-1.0] + [2.0] * (len(class_names) - 1))  # class 0 positive, whatever its score
     assert write_explanations(model, {"class_names": class_names}, pipeline, [(0, str(path), kept[0])], scores,
@@ -516,7 +521,7 @@ def test_report_recomputes_missing_scores(fact_run, tmp_path):
     os.makedirs(run)
     for f in ("best.pt", "metrics.jsonl"):
         shutil.copy(os.path.join(fact_run, f), run / f)
-    path = report.build_report(str(run))
+    path = build_report(str(run))
     html = _check_report(os.path.dirname(path), REPORT_PNGS | {"codebook_usage.png"})
     assert "recomputed from best.pt" in html
     a = load_scores(os.path.join(fact_run, TEST_SCORES_FILE))
@@ -526,7 +531,7 @@ def test_report_recomputes_missing_scores(fact_run, tmp_path):
 
 
 def test_report_baseline_has_no_codebook_figure(pool_run, tmp_path):
-    path = report.build_report(pool_run, str(tmp_path / "r"))
+    path = build_report(pool_run, str(tmp_path / "r"))
     html = _check_report(os.path.dirname(path), REPORT_PNGS)
     assert "Codebook usage" not in html
 
@@ -540,19 +545,19 @@ def test_report_bad_run_dir(tmp_path, capsys):
 
 def test_cooccurrence_by_hand():
     y = np.array([[1, 1, 0], [1, 0, np.nan], [1, 1, 1], [0, 1, 1]], dtype=np.float32)
-    p = report.cooccurrence(y)
+    p = statistics.cooccurrence(y)
     # class 0 positive in rows 0-2: class 1 positive in 2 of 3; class 2 known in rows 0, 2 -> 1 of 2
     np.testing.assert_allclose(p[0], [1, 2 / 3, 1 / 2])
     # class 1 positive in rows 0, 2, 3: class 0 in 2 of 3, class 2 in 2 of 3
     np.testing.assert_allclose(p[1], [2 / 3, 1, 2 / 3])
     np.testing.assert_allclose(p[2], [1 / 2, 1, 1])
-    assert np.isnan(report.cooccurrence(np.zeros((2, 2))) ).all()
+    assert np.isnan(statistics.cooccurrence(np.zeros((2, 2))) ).all()
 
 
 def test_reliability_bins_by_hand():
     s = np.array([[0.05, 0.15], [0.95, 0.91], [0.08, 0.5]])
     t = np.array([[0, 1], [1, np.nan], [1, 0]])
-    r = report.reliability_bins(s, t, bins=10)
+    r = statistics.reliability_bins(s, t, bins=10)
     assert r["count"].tolist() == [2, 1, 0, 0, 1, 0, 0, 0, 0, 1]
     assert r["mean_score"][0] == pytest.approx(0.065) and r["positive_rate"][0] == pytest.approx(0.5)
     ece = (2 * abs(0.5 - 0.065) + abs(1 - 0.15) + abs(0 - 0.5) + abs(1 - 0.95)) / 5
@@ -560,7 +565,7 @@ def test_reliability_bins_by_hand():
 
 
 def test_circular_layout():
-    pos = report.circular_layout(4)
+    pos = statistics.circular_layout(4)
     np.testing.assert_allclose(pos, [[0, 1], [1, 0], [0, -1], [-1, 0]], atol=1e-12)
 
 
@@ -619,12 +624,12 @@ def test_export_errors(fact_run, tmp_path, monkeypatch, capsys):
 
 def test_export_refuses_a_mismatch(fact_run, tmp_path, monkeypatch, capsys):
     """The check compares against the PyTorch model: a broken export is not kept silently."""
-    real = export._torchscript_export
+    real = export_lib._torchscript_export
 
     def off_by_a_bit(frozen, path):
         run = real(frozen, path)
         return lambda x: run(x) + 1e-3
-    monkeypatch.setattr(export, "_torchscript_export", off_by_a_bit)
+    monkeypatch.setattr(export_lib, "_torchscript_export", off_by_a_bit)
     assert export.main([fact_run, "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 2
     assert "differs from PyTorch by 0.001" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "m.pt") and not os.path.exists(tmp_path / "m.pt.json")

@@ -24,6 +24,7 @@ import torch
 from benchmarks.harness import Case
 from fact_fast import ops
 from fact_fast.ops import reference
+from fact_fast.testing.timing import time_fn
 
 SIZES = {"fact": (32, 40, 512), "large": (4096, 1000, 256)}
 CPU_SCALE = {"fact": 1.0, "large": 1 / 16}
@@ -128,7 +129,6 @@ def launch_counts(device: torch.device, dtype: torch.dtype = torch.float32) -> l
 def compiled_reference_fwd_bwd(device: torch.device, dtype: torch.dtype = torch.float32, iters: int = 10,
                                max_seconds: float = 5.0) -> list[dict]:
     """Forward+backward of torch.compile(reference) (the harness times baselines forward only)."""
-    from benchmarks.harness import time_fn
     records = []
     for case in CASES:
         scale = 1.0 if device.type == "cuda" else case.cpu_scale

@@ -23,6 +23,7 @@ from .base import MultiLabelDataset, SPLITS
 from .readers import ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, read_image_file
 from .synthetic import SyntheticComorbidity
 from .synthetic_benchmark import SyntheticBenchmark
+from .transforms import ImagePipeline
 
 __all__ = ["DATASETS", "build_dataset", "CSVImageDataset", "ChestMNIST", "CheXpert", "NIHChestXray14",
            "read_image_file", "register_dataset"]
@@ -95,8 +96,6 @@ def build_dataset(name: str = "synthetic", split: str = "train", *, root: str | 
     holds :class:`~fact_fast.data.transforms.ImagePipeline` overrides (crop, flip, resize...);
     channels and normalisation come from the dataset unless given there.
     """
-    from .transforms import ImagePipeline
-
     if name not in DATASETS:
         raise ValueError(f"name: unknown dataset {name!r}; valid values: {sorted(DATASETS)}")
     if split not in SPLITS:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -14,7 +16,8 @@ from fact_fast.utils import distributed as du
 
 from .data import split_batch
 
-__all__ = ["autocast_for", "flatten_views", "fuse_views", "train_one_epoch", "score_loader", "unwrap"]
+__all__ = ["autocast_for", "flatten_views", "fuse_views", "train_one_epoch", "score_batches", "score_loader",
+           "ScoredBatch", "unwrap"]
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -119,45 +122,82 @@ def train_one_epoch(train_model, model, loader, optimizer, scheduler, *, device:
     return avg, step
 
 
-@torch.no_grad()
-def score_loader(model, loader, info: du.DistInfo | None = None, *, amp: bool = False, views: bool = False,
-                 channels_last: bool = False, progress: bool = False, desc: str = "eval"):
-    """Scores ``[N, C]`` and targets ``[N, C]`` (float32 numpy, NaN = unknown) in dataset order.
+@dataclass
+class ScoredBatch:
+    """One batch of :func:`score_batches`.
 
-    Multi-view items are scored per view and fused by max unless the model consumes views
-    (``views``). Unreadable items are dropped (their rows are absent). Under torch.distributed
-    with a DistributedSampler each rank scores its shard; the shards are all-gathered and the
-    sampler's padding duplicates dropped, so every rank gets the full arrays.
+    ``batch``: the loader's batch as collated. ``scores``: float32 ``[B, C]`` on the model's
+    device (multi-view items fused by max unless the model consumes views); None when the batch
+    holds no image. ``targets``: ``[B, C]`` (NaN = unknown) or None when the batch carries none.
+    ``extras``: the requested ``ModelOutput.extras`` entries (None where the model gives none),
+    one row per image the model saw (per view when views are flattened).
+    """
+
+    batch: object
+    scores: torch.Tensor | None
+    targets: torch.Tensor | None
+    extras: dict
+
+
+def score_batches(model, loader, *, amp: bool = False, views: bool = False, channels_last: bool = False,
+                  progress: bool = False, desc: str = "eval", extras: tuple = (),
+                  unpack=split_batch) -> Iterator[ScoredBatch]:
+    """The scoring loop: ``model`` (eval mode, no gradients) over ``loader``, one
+    :class:`ScoredBatch` per batch; batches that are None (every item unreadable) are skipped.
+
+    ``unpack(batch, device) -> (images | None, targets | None, view_mask | None)`` reads a
+    collated batch (default: the datasets' ``(images, targets[, view_mask])``). Multi-view items
+    (``images [B, V, 3, H, W]``) are scored per valid view and fused by max unless ``views``
+    (the model then takes ``(images, view_mask)``). The model's training mode is restored when
+    the loop ends or is abandoned.
     """
     from tqdm.auto import tqdm
 
-    info = info or du.DistInfo()
     model = unwrap(model)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    try:
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+            if batch is None:
+                continue
+            images, y, view_mask = unpack(batch, device)
+            if images is None:
+                yield ScoredBatch(batch, None, y, {})
+                continue
+            fuse = view_mask is not None and not views
+            if fuse:
+                images, _ = flatten_views(images, y, view_mask)
+            if channels_last and images.dim() == 4:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad(), autocast_for(device, amp):
+                out = model(images) if fuse else _forward(model, images, view_mask)
+            s = out.scores.float()
+            yield ScoredBatch(batch, fuse_views(s, view_mask) if fuse else s, y,
+                              {k: out.extras.get(k) for k in extras})
+    finally:
+        model.train(was_training)
+
+
+def score_loader(model, loader, info: du.DistInfo | None = None, *, amp: bool = False, views: bool = False,
+                 channels_last: bool = False, progress: bool = False, desc: str = "eval"):
+    """Scores ``[N, C]`` and targets ``[N, C]`` (float32 numpy, NaN = unknown) in dataset order,
+    from :func:`score_batches`.
+
+    Unreadable items are dropped (their rows are absent). Under torch.distributed with a
+    DistributedSampler each rank scores its shard; the shards are all-gathered and the sampler's
+    padding duplicates dropped, so every rank gets the full arrays.
+    """
+    info = info or du.DistInfo()
+    model = unwrap(model)
+    device = next(model.parameters()).device
     scores, targets = [], []
     sampler = getattr(loader, "sampler", None)
     sharded = isinstance(sampler, DistributedSampler) and info.distributed
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        if batch is None:
-            continue
-        images, y, view_mask = split_batch(batch, device)
-        if view_mask is not None and not views:
-            flat, _ = flatten_views(images, y, view_mask)
-            if channels_last:
-                flat = flat.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device, amp):
-                s = model(flat).scores.float()
-            s = fuse_views(s, view_mask)
-        else:
-            if channels_last and images.dim() == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device, amp):
-                s = _forward(model, images, view_mask).scores.float()
-        scores.append(s)
-        targets.append(y.float())
-    model.train(was_training)
+    for scored in score_batches(model, loader, amp=amp, views=views, channels_last=channels_last,
+                                progress=progress, desc=desc):
+        scores.append(scored.scores)
+        targets.append(scored.targets.float())
     C = model.num_classes
     s = torch.cat(scores) if scores else torch.zeros(0, C, device=device)
     t = torch.cat(targets) if targets else torch.zeros(0, C, device=device)

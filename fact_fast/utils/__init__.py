@@ -1,1 +1,1 @@
-"""Runtime helpers for the command-line tools: checkpoints, torch.distributed, profiling."""
+"""Runtime helpers for the command-line tools: checkpoints and torch.distributed."""

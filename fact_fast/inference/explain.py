@@ -1,4 +1,4 @@
-"""Per-class heatmaps of a trained model's evidence (used by ``predict --explain``).
+"""Per-class heatmaps of a trained model's evidence (``predict --explain``).
 
 FACT explains itself: its semantic interface attends to the M feature positions with
 σ(Q Vᵀ/√d + b), so the map of class c is that attention, upsampled to the image; the codebook atom
@@ -18,8 +18,11 @@ import torch.nn.functional as F
 
 from fact_fast.models import MultiLabelModel
 
+from .thresholds import positive_calls
+
 __all__ = ["class_heatmaps", "atom_evidence", "overlay", "write_explanations", "check_explainable",
-           "display_scale", "parse_explain_classes", "explained_classes", "DISPLAY_SIDE", "NO_POSITIVE"]
+           "display_scale", "parse_explain_classes", "explained_classes", "explained_column", "DISPLAY_SIDE",
+           "NO_POSITIVE"]
 
 DISPLAY_SIDE = 256  # overlay PNGs are enlarged to at least this side for viewing
 NO_POSITIVE = "no positive class"  # what an image without a positive class says under --explain-classes positive
@@ -54,14 +57,29 @@ def explained_classes(scores: np.ndarray, thresholds: np.ndarray, selection: tup
     """Class indices to explain for one image: ``scores`` float ``[C]``, ``thresholds`` float64
     ``[C]``, ``selection`` from :func:`parse_explain_classes`. Positive classes in class order,
     top-K by descending score (ties by class order), names in the order given."""
-    from fact_fast.predict import positive_calls
-
     kind, arg = selection
     if kind == "positive":
         return [int(c) for c in np.flatnonzero(positive_calls(np.asarray(scores)[None], thresholds)[0])]
     if kind == "top":
         return [int(c) for c in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:arg]]
     return list(arg)
+
+
+def explained_column(scores: np.ndarray, errors: list, thresholds: np.ndarray, class_names: list, selection: tuple,
+                     explained_rows: set, max_explain: int) -> list:
+    """Per image (``scores [N, C]``, ``errors``), what ``predict --explain`` did with it: the
+    classes explained joined by ``|``, :data:`NO_POSITIVE`, or why it was not explained (not
+    scored, or not among the ``explained_rows``, the first ``max_explain`` scored images)."""
+    column = []
+    for k in range(len(errors)):
+        if errors[k]:
+            column.append("not explained: not scored")
+        elif k not in explained_rows:
+            column.append(f"not explained: beyond --max-explain {max_explain}")
+        else:
+            chosen = explained_classes(scores[k], thresholds, selection)
+            column.append("|".join(class_names[c] for c in chosen) if chosen else NO_POSITIVE)
+    return column
 
 
 class _ScoresAsLogits(torch.nn.Module):
@@ -163,8 +181,6 @@ def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndar
     carried the evidence. An image with nothing to explain (no positive class) gets a ``note``
     saying so instead. Returns the number of PNGs written."""
     from PIL import Image
-
-    from fact_fast.predict import positive_calls
 
     class_names = list(ckpt["class_names"])
     selection = parse_explain_classes(classes, class_names) if isinstance(classes, str) else classes
