@@ -10,6 +10,8 @@ says so.
 Environment:
   FACT_FAST_FORCE_CUDA=1    a missing or failing CUDA build is an error (CI uses this)
   FACT_FAST_SKIP_CUDA=1     build the CPU part only
+  FACT_FAST_SKIP_EXTENSION=1  build no compiled extension: a pure-Python install whose ops run on
+                            the reference and Triton backends (the install test uses it)
   CUTLASS_DIR               CUTLASS checkout or include directory (default: third_party/cutlass/include,
                             then the nvidia-cutlass wheel)
   FACT_FAST_SKIP_CUTLASS=1  leave the CuTe kernels out even when the headers are found
@@ -133,15 +135,16 @@ def _extensions_and_cmdclass():
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
-ext_modules, cmdclass = _extensions_and_cmdclass()
+ext_modules, cmdclass = ([], {}) if _flag("FACT_FAST_SKIP_EXTENSION") else _extensions_and_cmdclass()
 
 setup(
     # The Triton kernels sit beside csrc/ in a top-level kernels/ and install as fact_fast.kernels
-    # (from a checkout, fact_fast/__init__.py attaches them the same way).
-    packages=find_packages(include=["fact_fast", "fact_fast.*"]) + ["fact_fast.kernels"],
-    package_dir={"fact_fast.kernels": "kernels"},
-    package_data={"fact_fast": ["data/embeddings/*.npy", "data/embeddings/*.json", "data/tables/*.json",
-                                "configs/*.yaml"]},
+    # (from a checkout, fact_fast/__init__.py attaches them the same way); the presets in configs/
+    # install as the data folder fact_fast/configs (fact_fast.config looks there first).
+    packages=find_packages(include=["fact_fast", "fact_fast.*"]) + ["fact_fast.kernels", "fact_fast.configs"],
+    package_dir={"fact_fast.kernels": "kernels", "fact_fast.configs": "configs"},
+    package_data={"fact_fast": ["data/embeddings/*.npy", "data/embeddings/*.json", "data/tables/*.json"],
+                  "fact_fast.configs": ["*.yaml"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

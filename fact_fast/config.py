@@ -246,11 +246,19 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
     return p
 
 
-PRESETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+def _presets_dir() -> str:
+    """Where the shipped presets are: ``fact_fast/configs`` in an installed wheel (setup.py maps the
+    checkout's ``configs/`` there), else ``configs/`` beside the package in a source checkout."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "configs")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "configs")
+
+
+PRESETS_DIR = _presets_dir()
 
 
 def preset_names() -> list:
-    """Names of the shipped per-dataset presets (``configs/<name>.yaml`` in a source checkout)."""
+    """Names of the shipped per-dataset presets (``<PRESETS_DIR>/<name>.yaml``)."""
     if not os.path.isdir(PRESETS_DIR):
         return []
     return sorted(f[:-5] for f in os.listdir(PRESETS_DIR) if f.endswith(".yaml"))

@@ -19,7 +19,7 @@ Options beyond ``root``/``image_size``/``seed`` are passed to the reader as keyw
 """
 from __future__ import annotations
 
-from .base import MultiLabelDataset, SPLITS
+from .base import MultiLabelDataset, MultiViewDataset, SPLITS
 from .readers import ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, read_image_file
 from .synthetic import SyntheticComorbidity
 from .synthetic_benchmark import SyntheticBenchmark
@@ -31,8 +31,6 @@ __all__ = ["DATASETS", "build_dataset", "CSVImageDataset", "ChestMNIST", "CheXpe
 
 def _build_synthetic(split, root=None, image_size=128, seed=0, views=1, **kw):
     """One image per sample, or with ``views`` > 1 a :class:`MultiViewDataset` of studies."""
-    from .base import MultiViewDataset
-
     ds = SyntheticBenchmark(split, image_size=image_size, seed=seed, views=views, **kw)
     return MultiViewDataset(ds, "study_ids") if ds.views > 1 else ds
 

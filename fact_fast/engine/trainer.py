@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from fact_fast.config import TrainConfig, model_overrides
+from fact_fast.data import MultiViewDataset
 from fact_fast.models import (MultiLabelModel, Stage, StageContext, create_model, model_from_spec,
                               model_spec)
 from fact_fast.nn.profiling import enable_nvtx
@@ -449,8 +450,6 @@ class _Run:
         """Stages that score single images and stages that score studies (grouped views) of a
         per-image split measure different things; say so (a multi-view dataset, e.g. cxr_lt with
         ``fusion=study``, scores both per study)."""
-        from fact_fast.data import MultiViewDataset
-
         val = self.data.datasets.get("val")
         views = {bool(c["_ckpt"].get("eval_views")) for c in candidates}
         if len(views) > 1 and getattr(val, "study_ids", None) is not None and not isinstance(val, MultiViewDataset):
