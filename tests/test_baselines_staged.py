@@ -1,5 +1,6 @@
-"""The second set of baselines: ldr (seed 001, two stages), chexfusion (seed 003, two stages, the
-second on multi-view studies) and proto_contrast (seed 004). Shapes, defaults and option errors,
+"""The second set of baselines: ldr ("Label Decoupling and Reconstruction", ACM MM 2024; two stages),
+chexfusion ("CheXFusion", ICCV Workshops 2023; two stages, the second on multi-view studies) and
+proto_contrast ("Learning from Prototypes", IEEE JBHI 2026). Shapes, defaults and option errors,
 masked losses, a few training steps, each model's parts against independent formulations (LDR's
 Gaussians and reverse sampling, the ML-Decoder head, view fusion, the label graph attention bias,
 sigmoid cross-attention, prototype updates), and the two-stage handoff, resume and evaluation

@@ -261,7 +261,7 @@ def test_reduction_and_hyper_parameter_errors():
 
 # -- RIDE diversity ---------------------------------------------------------------------------------------
 def ride_direct(z):
-    """Seed 002 Eq. 3 element by element: −1/(n−1) Σ_i KL(p̄ ‖ p_i), batch mean."""
+    """Eq. 3 of "Enhancing Multi-Label Long-Tailed Classification on Chest X-Rays through ML-GCN Augmentation" (ICCV Workshops 2023), element by element: −1/(n−1) Σ_i KL(p̄ ‖ p_i), batch mean."""
     z = np.asarray(z, dtype=np.float64)
     n, B, C = z.shape
     total = 0.0
