@@ -50,6 +50,10 @@ def test_compare_table_and_plots(runs, tmp_path, capsys):
     assert rows[1]["mAP std"] == ""  # one seed: no spread is reported, not a std of 0
     accs = [_test_metrics(os.path.join(seeds, f"seed{s}"))["accuracy"] for s in (0, 1)]
     assert float(rows[0]["F1 (paper) mean"]) == pytest.approx(100 * np.mean(accs))
+    # F1 at the model's own threshold beside the paper's accuracy-like F1
+    for column, key in (("F1 micro", "f1_micro"), ("F1 macro", "f1_macro")):
+        values = [_test_metrics(os.path.join(seeds, f"seed{s}"))[key] for s in (0, 1)]
+        assert float(rows[0][f"{column} mean"]) == pytest.approx(100 * np.mean(values))
     # parameters and multiply-accumulates come from each run's best.pt at its resolution
     assert float(rows[0]["params (M)"]) > 0 and float(rows[1]["GMACs"]) > 0
 

@@ -31,6 +31,9 @@ METRICS = {
     "AUC": lambda m: m.get("macro_auc"),
     "F1 (paper)": lambda m: m.get("accuracy"),
     "Avg. (paper)": lambda m: m.get("paper_avg"),
+    # at the model's own decision threshold (FACT: μ > δ; the others: σ > 0.5)
+    "F1 micro": lambda m: m.get("f1_micro"),
+    "F1 macro": lambda m: m.get("f1_macro"),
     "AP head": lambda m: (m.get("group_ap") or {}).get("head"),
     "AP medium": lambda m: (m.get("group_ap") or {}).get("medium"),
     "AP tail": lambda m: (m.get("group_ap") or {}).get("tail"),
