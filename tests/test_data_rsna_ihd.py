@@ -14,7 +14,7 @@ import torch
 from fact_fast.data import RSNA_IHD_CLASS_NAMES, build_dataset, label_embeddings
 from fact_fast.data.base import collate
 
-rsna = importlib.import_module("fact_fast.data.rsna_ihd")
+rsna = importlib.import_module("fact_fast.data.readers.rsna_ihd")
 
 SUBTYPES = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
 KAGGLE_ORDER = SUBTYPES + ["any"]  # the order of the rows of one image in stage_2_train.csv

@@ -7,6 +7,7 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, SPLITS, MultiLabelDataset, MultiV
 from .cache import ImageCache, attach_cache
 from .datasets import (DATASETS, ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, build_dataset,
                        read_image_file, register_dataset)
+from .readers import CXRLT, ODIR5K, RSNAIHD
 from .label_embeddings import EMBEDDING_DIM, hashed_embeddings, label_embeddings, shipped_label_sets
 from .label_graph import (DEFAULT_GRAPH, GRAPH_METHODS, CooccurrenceCounts, LabelGraph, cooccurrence_counts,
                           cooccurrence_probabilities, graph_report, label_graph)
@@ -15,9 +16,6 @@ from .label_sets import (CHEXPERT_CLASS_NAMES, CXR_LT_2023_CLASS_NAMES, CXR_LT_C
 from .synthetic import SyntheticComorbidity
 from .synthetic_benchmark import SyntheticBenchmark
 from .transforms import ImagePipeline
-from .odir import ODIR5K
-from .cxr_lt import CXRLT
-from .rsna_ihd import RSNAIHD
 
 __all__ = [
     "MultiLabelDataset", "MultiViewDataset", "collate", "ImagePipeline", "SyntheticBenchmark", "SyntheticComorbidity",

@@ -32,10 +32,10 @@ import os
 
 import numpy as np
 
-from .base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
-from .datasets import read_image_file
-from .label_sets import ODIR_CLASS_NAMES
-from .splits import group_split
+from ..base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
+from ..label_sets import ODIR_CLASS_NAMES
+from ..splits import group_split
+from .image_files import read_image_file
 
 __all__ = ["ODIR5K", "ODIR_LABEL_COLUMNS", "build_odir", "crop_fundus_border", "read_table"]
 
