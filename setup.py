@@ -140,7 +140,8 @@ setup(
     # (from a checkout, fact_fast/__init__.py attaches them the same way).
     packages=find_packages(include=["fact_fast", "fact_fast.*"]) + ["fact_fast.kernels"],
     package_dir={"fact_fast.kernels": "kernels"},
-    package_data={"fact_fast": ["data/embeddings/*.npy", "data/embeddings/*.json", "data/tables/*.json",
+    package_data={"fact_fast": ["data/labels/shipped_embeddings/*.npy",
+                                "data/labels/shipped_embeddings/*.json", "data/tables/*.json",
                                 "configs/*.yaml"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

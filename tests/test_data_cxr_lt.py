@@ -14,7 +14,7 @@ from fact_fast.data import CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, build_da
 from fact_fast.data.base import MultiViewDataset, collate
 from fact_fast.data.readers.cxr_lt import CXRLT
 
-le = importlib.import_module("fact_fast.data.label_embeddings")
+le = importlib.import_module("fact_fast.data.labels.embeddings")
 
 META_2024 = ["dicom_id", "subject_id", "study_id", "ViewPosition", "ViewCodeSequence_CodeMeaning", "fpath"]
 META_2023 = ["dicom_id", "subject_id", "study_id", "ViewPosition", "ViewCodeSequence_CodeMeaning", "path"]

@@ -237,7 +237,7 @@ def test_crop_border_in_reader(csv_root):
 
 
 def test_class_names_use_the_shipped_embeddings(csv_root):
-    le = importlib.import_module("fact_fast.data.label_embeddings")  # the package attribute is the function
+    le = importlib.import_module("fact_fast.data.labels.embeddings")  # the package attribute is the function
 
     ds = ODIR5K(csv_root, "test")
     shipped = np.load(le.EMBEDDINGS_DIR / "odir.npy")

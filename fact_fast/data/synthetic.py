@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from .base import MultiLabelDataset, check_split
-from .label_sets import SYNTHETIC_CLASS_NAMES
+from .labels.sets import SYNTHETIC_CLASS_NAMES
 
 __all__ = ["SyntheticComorbidity", "SYNTHETIC_CLASS_NAMES", "SYNTHETIC_GRAPH_EDGES"]
 

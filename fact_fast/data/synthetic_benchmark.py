@@ -56,7 +56,7 @@ from typing import Callable
 import numpy as np
 
 from .base import MultiLabelDataset, check_split
-from .label_sets import NIH_CLASS_NAMES
+from .labels.sets import NIH_CLASS_NAMES
 
 __all__ = ["SyntheticBenchmark", "Form", "FORMS", "PRIMITIVES", "PRESENTATIONS", "PRESENTATION_PROBS",
            "label_vector_table"]

@@ -32,7 +32,7 @@ import re
 import numpy as np
 
 from ..base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
-from ..label_sets import CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES
+from ..labels.sets import CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES
 from ..splits import check_disjoint_groups
 from .image_files import read_image_file
 

@@ -4,7 +4,7 @@
 stage-1 names ``stage_1_train.csv`` / ``stage_1_train_images/``; or give ``csv=`` and
 ``image_dir=``). The CSV is long: one row per image and class, ``ID,Label`` with ``ID`` =
 ``ID_<image>_<subtype>``; it is reshaped to one row per image with the classes of
-:data:`~fact_fast.data.label_sets.RSNA_IHD_CLASS_NAMES` (``any`` + 5 subtypes;
+:data:`~fact_fast.data.labels.sets.RSNA_IHD_CLASS_NAMES` (``any`` + 5 subtypes;
 ``subtypes_only=True`` keeps the 5 subtypes, as the FACT paper does). Identical duplicate rows
 (the real file has some) are dropped; duplicates that disagree make that label unknown (NaN, with
 a warning); a class with no row is unknown; an unknown subtype or a label other than 0/1 is an
@@ -35,7 +35,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from ..base import MultiLabelDataset, check_split
-from ..label_sets import RSNA_IHD_CLASS_NAMES
+from ..labels.sets import RSNA_IHD_CLASS_NAMES
 from ..splits import group_split
 from .dicom import (DEFAULT_WINDOWS, check_windows, dicom_to_hu, import_pydicom, read_dicom_header,
                     window_channels)
