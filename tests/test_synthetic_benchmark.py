@@ -1,4 +1,4 @@
-"""Tests of the default synthetic benchmark (fact_fast.data.synthetic_benchmark, "synthetic"):
+"""Tests of the default synthetic benchmark (fact_fast.data.synthetic, "synthetic"):
 determinism, the label statistics it inherits from NIH ChestX-ray14, training-label noise,
 polysemous forms built from shared primitives, clutter, and that every form is drawn."""
 import json
@@ -11,7 +11,7 @@ import torch
 
 from fact_fast.data import (DATASETS, NIH_CLASS_NAMES, MultiLabelDataset, SyntheticBenchmark,
                             build_dataset, label_embeddings)
-from fact_fast.data import synthetic_benchmark as sb
+from fact_fast.data.synthetic import benchmark as sb
 
 C = len(NIH_CLASS_NAMES)
 IDX = {n: i for i, n in enumerate(NIH_CLASS_NAMES)}

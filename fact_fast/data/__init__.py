@@ -13,8 +13,7 @@ from .labels import (CHEXPERT_CLASS_NAMES, CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS
                      cooccurrence_counts, cooccurrence_probabilities, graph_report, hashed_embeddings,
                      label_embeddings, label_graph, shipped_label_sets)
 from .readers import CXRLT, ODIR5K, RSNAIHD
-from .synthetic import SyntheticComorbidity
-from .synthetic_benchmark import SyntheticBenchmark
+from .synthetic import SyntheticBenchmark, SyntheticComorbidity
 from .transforms import ImagePipeline
 
 __all__ = [

@@ -3,9 +3,9 @@
 Real datasets are read from the user's disk in their published layouts (nothing is ever
 downloaded) by the readers in :mod:`fact_fast.data.readers`:
 
-* ``"synthetic"`` -- :class:`fact_fast.data.synthetic_benchmark.SyntheticBenchmark`, the default
+* ``"synthetic"`` -- :class:`fact_fast.data.synthetic.SyntheticBenchmark`, the default
   benchmark (no root needed; see ``docs/synthetic.md``).
-* ``"synthetic_motifs"`` -- :class:`fact_fast.data.synthetic.SyntheticComorbidity`, the earlier
+* ``"synthetic_motifs"`` -- :class:`fact_fast.data.synthetic.motifs.SyntheticComorbidity`, the earlier
   12-motif set (one fixed-place motif per class; a linear probe on pixels solves it).
 * ``"csv"`` -- :class:`~fact_fast.data.readers.CSVImageDataset`: an image folder plus a CSV of
   0/1 (blank = unknown) label columns.
@@ -28,8 +28,7 @@ from __future__ import annotations
 from .base import MultiLabelDataset, MultiViewDataset, SPLITS
 from .readers import (ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, build_cxr_lt, build_odir,
                       build_rsna_ihd, read_image_file)
-from .synthetic import SyntheticComorbidity
-from .synthetic_benchmark import SyntheticBenchmark
+from .synthetic import SyntheticBenchmark, SyntheticComorbidity
 from .transforms import ImagePipeline
 
 __all__ = ["DATASETS", "build_dataset", "CSVImageDataset", "ChestMNIST", "CheXpert", "NIHChestXray14",

@@ -55,15 +55,15 @@ from typing import Callable
 
 import numpy as np
 
-from .base import MultiLabelDataset, check_split
-from .labels.sets import NIH_CLASS_NAMES
+from ..base import MultiLabelDataset, check_split
+from ..labels.sets import NIH_CLASS_NAMES
 
 __all__ = ["SyntheticBenchmark", "Form", "FORMS", "PRIMITIVES", "PRESENTATIONS", "PRESENTATION_PROBS",
            "label_vector_table"]
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 DEFAULT_SIZES = {"train": 3000, "val": 600, "test": 1500}
-LABEL_TABLE = Path(__file__).resolve().parent / "tables" / "nih14_label_vectors.json"
+LABEL_TABLE = Path(__file__).resolve().parent.parent / "tables" / "nih14_label_vectors.json"
 
 PRESENTATIONS = ("clear", "faint", "small", "occluded")
 PRESENTATION_PROBS = (0.55, 0.20, 0.15, 0.10)
