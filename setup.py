@@ -143,7 +143,8 @@ setup(
     # install as the data folder fact_fast/configs (fact_fast.config looks there first).
     packages=find_packages(include=["fact_fast", "fact_fast.*"]) + ["fact_fast.kernels", "fact_fast.configs"],
     package_dir={"fact_fast.kernels": "kernels", "fact_fast.configs": "configs"},
-    package_data={"fact_fast": ["data/embeddings/*.npy", "data/embeddings/*.json", "data/tables/*.json"],
+    package_data={"fact_fast": ["data/labels/shipped_embeddings/*.npy", "data/labels/shipped_embeddings/*.json",
+                                "data/tables/*.json"],
                   "fact_fast.configs": ["*.yaml"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -30,9 +30,9 @@ DEFAULT_OUT = os.path.join(HERE, "..", "fact_fast", "data", "tables", "nih14_lab
 
 
 def _nih_class_names() -> list:
-    # label_sets.py is import-free on purpose; load it without importing torch
+    # labels/sets.py is import-free on purpose; load it without importing torch
     ns: dict = {}
-    path = os.path.join(HERE, "..", "fact_fast", "data", "label_sets.py")
+    path = os.path.join(HERE, "..", "fact_fast", "data", "labels", "sets.py")
     with open(path) as f:
         exec(compile(f.read(), path, "exec"), ns)
     return list(ns["NIH_CLASS_NAMES"])

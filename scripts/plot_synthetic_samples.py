@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 from fact_fast.data import NIH_CLASS_NAMES, SyntheticBenchmark  # noqa: E402
-from fact_fast.data.synthetic_benchmark import FORMS, PRESENTATIONS  # noqa: E402
+from fact_fast.data.synthetic import FORMS, PRESENTATIONS  # noqa: E402
 
 SHORT = {"Pleural_Thickening": "Pl.Thick.", "Consolidation": "Consol.", "Infiltration": "Infiltr.",
          "Atelectasis": "Atelect.", "Cardiomegaly": "Cardiomeg.", "Pneumothorax": "Pneumoth."}

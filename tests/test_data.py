@@ -14,8 +14,8 @@ from fact_fast.data import (DATASETS, EMBEDDING_DIM, SYNTHETIC_CLASS_NAMES, Mult
                             SyntheticComorbidity, build_dataset, hashed_embeddings, label_embeddings)
 import importlib
 
-le_mod = importlib.import_module("fact_fast.data.label_embeddings")
-from fact_fast.data.label_sets import LABEL_SETS, NIH_CLASS_NAMES
+le_mod = importlib.import_module("fact_fast.data.labels.embeddings")
+from fact_fast.data.labels.sets import LABEL_SETS, NIH_CLASS_NAMES
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -153,7 +153,7 @@ def test_build_dataset_errors():
 
 # ----------------------------------------------------------------------------- embeddings
 def test_shipped_embeddings_are_real_and_normalized():
-    d = os.path.join(os.path.dirname(le_mod.__file__), "embeddings")
+    d = le_mod.EMBEDDINGS_DIR
     for set_name, (names, _tmpl) in LABEL_SETS.items():
         emb = np.load(os.path.join(d, f"{set_name}.npy"))
         meta = json.load(open(os.path.join(d, f"{set_name}.json")))

@@ -12,9 +12,9 @@ from PIL import Image
 
 from fact_fast.data import CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, build_dataset, label_embeddings
 from fact_fast.data.base import MultiViewDataset, collate
-from fact_fast.data.cxr_lt import CXRLT
+from fact_fast.data.readers.cxr_lt import CXRLT
 
-le = importlib.import_module("fact_fast.data.label_embeddings")
+le = importlib.import_module("fact_fast.data.labels.embeddings")
 
 META_2024 = ["dicom_id", "subject_id", "study_id", "ViewPosition", "ViewCodeSequence_CodeMeaning", "fpath"]
 META_2023 = ["dicom_id", "subject_id", "study_id", "ViewPosition", "ViewCodeSequence_CodeMeaning", "path"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from fact_fast.data import ODIR_CLASS_NAMES, build_dataset, hashed_embeddings, label_embeddings
 from fact_fast.data.base import MultiViewDataset, collate
-from fact_fast.data.odir import ODIR5K, crop_fundus_border
+from fact_fast.data.readers.odir import ODIR5K, crop_fundus_border
 
 HEADER = ["ID", "Patient Age", "Patient Sex", "Left-Fundus", "Right-Fundus",
           "Left-Diagnostic Keywords", "Right-Diagnostic Keywords", "N", "D", "G", "C", "A", "H", "M", "O"]
@@ -237,7 +237,7 @@ def test_crop_border_in_reader(csv_root):
 
 
 def test_class_names_use_the_shipped_embeddings(csv_root):
-    le = importlib.import_module("fact_fast.data.label_embeddings")  # the package attribute is the function
+    le = importlib.import_module("fact_fast.data.labels.embeddings")  # the package attribute is the function
 
     ds = ODIR5K(csv_root, "test")
     shipped = np.load(le.EMBEDDINGS_DIR / "odir.npy")

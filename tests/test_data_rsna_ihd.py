@@ -14,7 +14,7 @@ import torch
 from fact_fast.data import RSNA_IHD_CLASS_NAMES, build_dataset, label_embeddings
 from fact_fast.data.base import collate
 
-rsna = importlib.import_module("fact_fast.data.rsna_ihd")
+rsna = importlib.import_module("fact_fast.data.readers.rsna_ihd")
 
 SUBTYPES = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
 KAGGLE_ORDER = SUBTYPES + ["any"]  # the order of the rows of one image in stage_2_train.csv
@@ -211,7 +211,7 @@ def test_subtypes_only_and_embeddings(rsna_root):
     full = _build(rsna_root, "train")
     assert ds.class_names == SUBTYPES and ds.image_ids == full.image_ids
     np.testing.assert_array_equal(ds.labels, full.labels[:, 1:])
-    shipped = np.load(importlib.import_module("fact_fast.data.label_embeddings").EMBEDDINGS_DIR / "rsna_ihd.npy")
+    shipped = np.load(importlib.import_module("fact_fast.data.labels.embeddings").EMBEDDINGS_DIR / "rsna_ihd.npy")
     np.testing.assert_array_equal(label_embeddings(ds.class_names, dataset="rsna_ihd").numpy(), shipped[1:])
 
 

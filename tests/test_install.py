@@ -16,6 +16,8 @@ import venv
 
 import pytest
 
+from fact_fast.data.labels.sets import NIH_CLASS_NAMES
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIS = ["fact-train", "fact-evaluate", "fact-predict", "fact-report", "fact-export", "fact-compare",
         "fact-selftest"]
@@ -84,6 +86,17 @@ def test_the_installed_package_finds_every_shipped_preset(installed, tmp_path):
     assert done.returncode == 0, done.stderr
     where, names = done.stdout.split()
     assert where.startswith(str(installed)) and names.split(",") == shipped
+
+
+def test_the_installed_package_has_its_shipped_label_embeddings(installed, tmp_path):
+    code = ("from fact_fast.data.labels.embeddings import label_embeddings, shipped_label_sets\n"
+            "from fact_fast.data.labels.sets import NIH_CLASS_NAMES\n"
+            "sets = shipped_label_sets(); e = label_embeddings(NIH_CLASS_NAMES, dataset='nih')\n"
+            "print(len(sets), tuple(e.shape))\n")
+    done = _run(installed, [str(installed / "bin" / "python"), "-c", code], tmp_path)
+    assert done.returncode == 0, done.stderr
+    count, shape = done.stdout.split(maxsplit=1)
+    assert int(count) > 0 and shape.startswith(f"({len(NIH_CLASS_NAMES)},")
 
 
 @pytest.mark.parametrize("cli", CLIS)

@@ -1,4 +1,4 @@
-"""The label graph (fact_fast.data.label_graph): hand examples for every method (with unknown
+"""The label graph (fact_fast.data.labels.graph): hand examples for every method (with unknown
 labels), the statistics and the re-weighting against independent loop implementations, the
 re-weighted graph through ops.gcn_propagate against the dense Â x, and the stats script."""
 import gzip
@@ -288,7 +288,7 @@ def _gz_csv(path, header, rows):
 
 
 def test_label_graph_stats_script(tmp_path):
-    from fact_fast.data.label_sets import NIH_CLASS_NAMES
+    from fact_fast.data.labels.sets import NIH_CLASS_NAMES
 
     rng = np.random.default_rng(0)
     nih = []

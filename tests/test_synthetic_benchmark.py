@@ -1,4 +1,4 @@
-"""Tests of the default synthetic benchmark (fact_fast.data.synthetic_benchmark, "synthetic"):
+"""Tests of the default synthetic benchmark (fact_fast.data.synthetic, "synthetic"):
 determinism, the label statistics it inherits from NIH ChestX-ray14, training-label noise,
 polysemous forms built from shared primitives, clutter, and that every form is drawn."""
 import json
@@ -11,7 +11,9 @@ import torch
 
 from fact_fast.data import (DATASETS, NIH_CLASS_NAMES, MultiLabelDataset, SyntheticBenchmark,
                             build_dataset, label_embeddings)
-from fact_fast.data import synthetic_benchmark as sb
+from fact_fast.data import synthetic as sb
+from fact_fast.data.synthetic.anatomy import Anatomy, render_clutter
+from fact_fast.data.synthetic.primitives import Canvas
 
 C = len(NIH_CLASS_NAMES)
 IDX = {n: i for i, n in enumerate(NIH_CLASS_NAMES)}
@@ -269,9 +271,9 @@ def test_clutter_in_every_image():
     """Electrodes, wires and specks are drawn whatever the labels (their own stream)."""
     for i in range(12):
         rng = np.random.default_rng(i)
-        anat = sb._Anatomy.draw(rng)
-        cv = sb._Canvas(96)
-        sb._render_clutter(cv, anat, rng)
+        anat = Anatomy.draw(rng)
+        cv = Canvas(96)
+        render_clutter(cv, anat, rng)
         assert (cv.img > 0.1).sum() >= 20, i  # at least a ring and a wire
 
 

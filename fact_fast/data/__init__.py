@@ -7,17 +7,14 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, SPLITS, MultiLabelDataset, MultiV
 from .cache import ImageCache, attach_cache
 from .datasets import (DATASETS, ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, build_dataset,
                        read_image_file, register_dataset)
-from .label_embeddings import EMBEDDING_DIM, hashed_embeddings, label_embeddings, shipped_label_sets
-from .label_graph import (DEFAULT_GRAPH, GRAPH_METHODS, CooccurrenceCounts, LabelGraph, cooccurrence_counts,
-                          cooccurrence_probabilities, graph_report, label_graph)
-from .label_sets import (CHEXPERT_CLASS_NAMES, CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, LABEL_SETS,
-                         NIH_CLASS_NAMES, ODIR_CLASS_NAMES, RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES)
-from .synthetic import SyntheticComorbidity
-from .synthetic_benchmark import SyntheticBenchmark
+from .labels import (CHEXPERT_CLASS_NAMES, CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES, DEFAULT_GRAPH,
+                     EMBEDDING_DIM, GRAPH_METHODS, LABEL_SETS, NIH_CLASS_NAMES, ODIR_CLASS_NAMES,
+                     RSNA_IHD_CLASS_NAMES, SYNTHETIC_CLASS_NAMES, CooccurrenceCounts, LabelGraph,
+                     cooccurrence_counts, cooccurrence_probabilities, graph_report, hashed_embeddings,
+                     label_embeddings, label_graph, shipped_label_sets)
+from .readers import CXRLT, ODIR5K, RSNAIHD
+from .synthetic import SyntheticBenchmark, SyntheticComorbidity
 from .transforms import ImagePipeline
-from .odir import ODIR5K
-from .cxr_lt import CXRLT
-from .rsna_ihd import RSNAIHD
 
 __all__ = [
     "MultiLabelDataset", "MultiViewDataset", "collate", "ImagePipeline", "SyntheticBenchmark", "SyntheticComorbidity",

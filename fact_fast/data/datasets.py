@@ -3,9 +3,9 @@
 Real datasets are read from the user's disk in their published layouts (nothing is ever
 downloaded) by the readers in :mod:`fact_fast.data.readers`:
 
-* ``"synthetic"`` -- :class:`fact_fast.data.synthetic_benchmark.SyntheticBenchmark`, the default
+* ``"synthetic"`` -- :class:`fact_fast.data.synthetic.SyntheticBenchmark`, the default
   benchmark (no root needed; see ``docs/synthetic.md``).
-* ``"synthetic_motifs"`` -- :class:`fact_fast.data.synthetic.SyntheticComorbidity`, the earlier
+* ``"synthetic_motifs"`` -- :class:`fact_fast.data.synthetic.motifs.SyntheticComorbidity`, the earlier
   12-motif set (one fixed-place motif per class; a linear probe on pixels solves it).
 * ``"csv"`` -- :class:`~fact_fast.data.readers.CSVImageDataset`: an image folder plus a CSV of
   0/1 (blank = unknown) label columns.
@@ -14,15 +14,21 @@ downloaded) by the readers in :mod:`fact_fast.data.readers`:
   patient-level split, view filter.
 * ``"chexpert"`` -- :class:`~fact_fast.data.readers.CheXpert`: CheXpert / MIMIC-style tables
   with the uncertainty policy.
+* ``"odir"`` -- :class:`~fact_fast.data.readers.ODIR5K`: the ODIR-5K workbook, both eyes of a
+  patient as one two-view item by default.
+* ``"cxr_lt"`` -- :class:`~fact_fast.data.readers.CXRLT`: CXR-LT 2023 / 2024 label files over
+  MIMIC-CXR-JPG.
+* ``"rsna_ihd"`` -- :class:`~fact_fast.data.readers.RSNAIHD`: RSNA intracranial haemorrhage DICOM
+  slices in three CT windows.
 
 Options beyond ``root``/``image_size``/``seed`` are passed to the reader as keyword arguments.
 """
 from __future__ import annotations
 
 from .base import MultiLabelDataset, MultiViewDataset, SPLITS
-from .readers import ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, read_image_file
-from .synthetic import SyntheticComorbidity
-from .synthetic_benchmark import SyntheticBenchmark
+from .readers import (ChestMNIST, CheXpert, CSVImageDataset, NIHChestXray14, build_cxr_lt, build_odir,
+                      build_rsna_ihd, read_image_file)
+from .synthetic import SyntheticBenchmark, SyntheticComorbidity
 from .transforms import ImagePipeline
 
 __all__ = ["DATASETS", "build_dataset", "CSVImageDataset", "ChestMNIST", "CheXpert", "NIHChestXray14",
@@ -55,15 +61,6 @@ def _build_chexpert(split, root=None, image_size=224, seed=0, **kw):
     return CheXpert(root, split, image_size=image_size, seed=seed, **kw)
 
 
-def _reader(module: str, builder: str):
-    """Builder imported on first use (the reader modules import read_image_file from here)."""
-    def build(split, **kw):
-        import importlib
-
-        return getattr(importlib.import_module(module, __package__), builder)(split, **kw)
-    return build
-
-
 # name -> builder(split, root=..., image_size=..., seed=..., **kwargs) -> MultiLabelDataset
 DATASETS = {
     "synthetic": _build_synthetic,
@@ -71,9 +68,9 @@ DATASETS = {
     "csv": _build_csv,
     "chestmnist": _build_chestmnist,
     "nih": _build_nih,
-    "odir": _reader(".odir", "build_odir"),
-    "cxr_lt": _reader(".cxr_lt", "build_cxr_lt"),
-    "rsna_ihd": _reader(".rsna_ihd", "build_rsna_ihd"),
+    "odir": build_odir,
+    "cxr_lt": build_cxr_lt,
+    "rsna_ihd": build_rsna_ihd,
     "chexpert": _build_chexpert,
 }
 

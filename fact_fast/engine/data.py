@@ -9,6 +9,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from fact_fast.config import TrainConfig
+from fact_fast.data import (MultiViewDataset, attach_cache, build_dataset, collate, graph_report, label_embeddings,
+                            label_graph)
+from fact_fast.metrics import frequency_groups, load_groups
 from fact_fast.models import TaskInfo
 from fact_fast.utils import distributed as du
 
@@ -47,8 +50,6 @@ def _pipeline_overrides(cfg: TrainConfig) -> dict:
 def _attach_cache(ds, cache_dir: str, workers: int, progress: bool) -> None:
     """The on-disk image cache under ``ds`` (under a multi-view dataset's per-image dataset, whose
     groups are then recomputed: the cache drops unreadable files)."""
-    from fact_fast.data import MultiViewDataset, attach_cache
-
     base = ds.base if isinstance(ds, MultiViewDataset) else ds
     before = len(base)
     attach_cache(base, cache_dir, ds.pipeline.resize_to, workers=workers, progress=progress)
@@ -59,9 +60,6 @@ def _attach_cache(ds, cache_dir: str, workers: int, progress: bool) -> None:
 def build_run_data(cfg: TrainConfig, splits=("train", "val", "test"), progress: bool = True) -> RunData:
     """Build the splits (train first) and everything derived from the TRAIN split only: the label
     graph, the frequency groups, the label embeddings and the prevalence."""
-    from fact_fast.data import build_dataset, graph_report, label_embeddings, label_graph
-    from fact_fast.metrics import frequency_groups, load_groups
-
     kw = dict(cfg.dataset_kwargs or {})
     pipeline = _pipeline_overrides(cfg)
     datasets: dict = {}
@@ -167,8 +165,6 @@ def stage_dataset(ds, stage):
     """``ds`` as a stage consumes it: a stage with ``views`` gets multi-view items -- the dataset
     itself when it is multi-view already, else its images grouped by ``study_ids`` (each image its
     own study when there are none) with at most ``stage.max_views`` views."""
-    from fact_fast.data import MultiViewDataset
-
     if not stage.views or isinstance(ds, MultiViewDataset):
         return ds
     ids = ds.study_ids if ds.study_ids is not None else range(len(ds))
@@ -179,8 +175,6 @@ def make_loader(ds, batch_size: int, *, train: bool, info: du.DistInfo, workers:
                 device: torch.device, sampler: str = "random", no_finding: bool = True) -> DataLoader:
     """A DataLoader over ``ds`` with the collate that drops unreadable items and stacks views;
     ``no_finding`` is :class:`ClassAwareSampler`'s (class-balanced samplers only)."""
-    from fact_fast.data import collate
-
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if train and sampler in ("class_aware", "cycle"):

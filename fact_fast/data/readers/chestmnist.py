@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base import MultiLabelDataset, check_split
-from ..label_sets import NIH_CLASS_NAMES
+from ..labels.sets import NIH_CLASS_NAMES
 
 __all__ = ["ChestMNIST"]
 

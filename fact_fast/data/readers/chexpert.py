@@ -30,7 +30,7 @@ import re
 import numpy as np
 
 from ..base import check_split
-from ..label_sets import CHEXPERT_CLASS_NAMES
+from ..labels.sets import CHEXPERT_CLASS_NAMES
 from ..splits import check_disjoint_groups, group_split
 from .image_files import FileImageDataset, check_intensity
 from .tables import LabelDecoder, column_index, parse_views, read_csv, require_nonempty

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from ..base import check_split
-from ..label_sets import NIH_CLASS_NAMES
+from ..labels.sets import NIH_CLASS_NAMES
 from ..splits import check_disjoint_groups, group_split
 from .image_files import FileImageDataset, check_intensity
 from .tables import column_index, parse_views, read_csv, require_nonempty

@@ -1,6 +1,6 @@
 """The earlier synthetic comorbidity dataset, registered as ``"synthetic_motifs"``.
 
-Superseded as the default by :mod:`fact_fast.data.synthetic_benchmark` (``"synthetic"``): here
+Superseded as the default by :mod:`fact_fast.data.synthetic.benchmark` (``"synthetic"``): here
 each class is one always-visible motif in a fixed place and a linear probe on 32 x 32 pixels
 reaches test mAP 94.4 +- 0.7 over 3 seeds (``benchmarks/linear_probe.py``). Kept for tests and
 as an easy sanity set.
@@ -52,8 +52,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import MultiLabelDataset, check_split
-from .label_sets import SYNTHETIC_CLASS_NAMES
+from ..base import MultiLabelDataset, check_split
+from ..labels.sets import SYNTHETIC_CLASS_NAMES
 
 __all__ = ["SyntheticComorbidity", "SYNTHETIC_CLASS_NAMES", "SYNTHETIC_GRAPH_EDGES"]
 

@@ -31,10 +31,10 @@ import re
 
 import numpy as np
 
-from .base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
-from .datasets import read_image_file
-from .label_sets import CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES
-from .splits import check_disjoint_groups
+from ..base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
+from ..labels.sets import CXR_LT_2023_CLASS_NAMES, CXR_LT_CLASS_NAMES
+from ..splits import check_disjoint_groups
+from .image_files import read_image_file
 
 __all__ = ["CXRLT", "CXR_LT_VERSIONS", "build_cxr_lt"]
 

@@ -7,7 +7,7 @@ The annotation workbook has one row per patient::
 
 ``Left-Fundus`` / ``Right-Fundus`` name the two colour fundus photographs (``0_left.jpg``,
 ``0_right.jpg``); the eight 0/1 columns are the **patient's** labels (a disease seen in either
-eye). They map to the full names of :data:`~fact_fast.data.label_sets.ODIR_CLASS_NAMES`
+eye). They map to the full names of :data:`~fact_fast.data.labels.sets.ODIR_CLASS_NAMES`
 (N -> Normal, D -> Diabetes, ..., O -> Other diseases/abnormalities), the keys of the shipped
 text embeddings. A blank label cell is unknown (NaN); any other value than 0/1 is an error.
 
@@ -32,10 +32,10 @@ import os
 
 import numpy as np
 
-from .base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
-from .datasets import read_image_file
-from .label_sets import ODIR_CLASS_NAMES
-from .splits import group_split
+from ..base import MultiLabelDataset, MultiViewDataset, check_split, parse_label_cells
+from ..labels.sets import ODIR_CLASS_NAMES
+from ..splits import group_split
+from .image_files import read_image_file
 
 __all__ = ["ODIR5K", "ODIR_LABEL_COLUMNS", "build_odir", "crop_fundus_border", "read_table"]
 

@@ -4,7 +4,7 @@
 stage-1 names ``stage_1_train.csv`` / ``stage_1_train_images/``; or give ``csv=`` and
 ``image_dir=``). The CSV is long: one row per image and class, ``ID,Label`` with ``ID`` =
 ``ID_<image>_<subtype>``; it is reshaped to one row per image with the classes of
-:data:`~fact_fast.data.label_sets.RSNA_IHD_CLASS_NAMES` (``any`` + 5 subtypes;
+:data:`~fact_fast.data.labels.sets.RSNA_IHD_CLASS_NAMES` (``any`` + 5 subtypes;
 ``subtypes_only=True`` keeps the 5 subtypes, as the FACT paper does). Identical duplicate rows
 (the real file has some) are dropped; duplicates that disagree make that label unknown (NaN, with
 a warning); a class with no row is unknown; an unknown subtype or a label other than 0/1 is an
@@ -13,7 +13,7 @@ error naming the file and row.
 Each slice is converted to Hounsfield units (``RescaleSlope`` / ``RescaleIntercept``, with the
 community fix for 12-bit unsigned slices stored with a wrong intercept) and the three CT windows
 (``windows``, default brain 40/80, subdural 80/200, bone 600/2800 as centre/width HU) become the
-three uint8 channels (``channels="rgb"``).
+three uint8 channels (``channels="rgb"``; see :mod:`fact_fast.data.readers.dicom`).
 
 Splits are a seeded partition (7:1:2 by default) of the groups read from the DICOM headers:
 ``group_by="patient"`` (default) joins every slice sharing a PatientID, StudyInstanceUID or
@@ -34,30 +34,21 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from .base import MultiLabelDataset, check_split
-from .label_sets import RSNA_IHD_CLASS_NAMES
-from .splits import group_split
+from ..base import MultiLabelDataset, check_split
+from ..labels.sets import RSNA_IHD_CLASS_NAMES
+from ..splits import group_split
+from .dicom import (DEFAULT_WINDOWS, check_windows, dicom_to_hu, import_pydicom, read_dicom_header,
+                    window_channels)
 
 __all__ = ["RSNAIHD", "DEFAULT_WINDOWS", "build_rsna_ihd", "dicom_to_hu", "read_dicom_header",
            "read_rsna_labels", "window_channels"]
 
-# (centre, width) in HU: brain, subdural, bone
-DEFAULT_WINDOWS = ((40.0, 80.0), (80.0, 200.0), (600.0, 2800.0))
 _LAYOUTS = (("stage_2_train.csv", "stage_2_train"), ("stage_1_train.csv", "stage_1_train_images"))
 _SHARED_CACHE_NAME = "fact_fast_rsna_ihd_headers.csv"
 _CACHE_COLUMNS = ("image_id", "size", "patient_id", "study_id", "series_id", "problem")
 _PARALLEL_MIN_FILES = 2000  # below this the header scan runs in-process
 _CACHE_EVERY = 100_000  # rows scanned between cache writes (an interrupted scan keeps its work)
 GROUP_BY = ("patient", "study", "series")
-
-
-def _pydicom():
-    try:
-        import pydicom
-    except ImportError:
-        raise ImportError("rsna_ihd: reading DICOM files needs pydicom "
-                          "(pip install pydicom, or fact_fast[data])") from None
-    return pydicom
 
 
 def read_rsna_labels(path: str) -> tuple[list, np.ndarray, int, list]:
@@ -132,81 +123,6 @@ def _read_labels_once(path: str):
     return _LABELS_MEMO[key]
 
 
-def dicom_to_hu(ds) -> np.ndarray:
-    """Pixel data of a pydicom dataset in Hounsfield units, float32 ``[H, W]``.
-
-    HU = stored value x RescaleSlope + RescaleIntercept (1 and 0 when absent). Some RSNA-IHD
-    slices are 12-bit unsigned with an intercept above -100 although their values wrap around:
-    those get the community fix (stored value + 1000, modulo 4096, with intercept -1000), as
-    published by J. Howard, "Cleaning the data for rapid prototyping (fastai)",
-    https://www.kaggle.com/jhoward/cleaning-the-data-for-rapid-prototyping-fastai , and used
-    in e.g. https://www.kaggle.com/reppic/gradient-sigmoid-windowing .
-    """
-    pixels = ds.pixel_array
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    if int(ds.get("BitsStored", 16)) == 12 and int(ds.get("PixelRepresentation", 0)) == 0 and int(intercept) > -100:
-        fixed = pixels.astype(np.int32) + 1000
-        fixed[fixed >= 4096] -= 4096
-        pixels, intercept = fixed, -1000.0
-    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-
-
-def window_channels(hu: np.ndarray, windows=DEFAULT_WINDOWS) -> np.ndarray:
-    """HU ``[H, W]`` -> uint8 ``[H, W, len(windows)]``: channel k maps ``[c - w/2, c + w/2]`` of
-    window ``(c, w)`` linearly to 0..255 (rounded to nearest, clipped outside)."""
-    hu = np.asarray(hu, dtype=np.float32)
-    out = np.empty(hu.shape + (len(windows),), dtype=np.uint8)
-    for k, (centre, width) in enumerate(windows):
-        scaled = (hu - np.float32(centre - width / 2)) * np.float32(255.0 / width)
-        out[..., k] = np.clip(np.rint(scaled), 0, 255)
-    return out
-
-
-def _check_windows(windows) -> tuple:
-    try:
-        wins = tuple((float(c), float(w)) for c, w in windows)
-    except (TypeError, ValueError):
-        raise ValueError(f"windows must be three (centre, width) pairs in HU, got {windows!r}") from None
-    if len(wins) != 3 or any(not w > 0 for _, w in wins):
-        raise ValueError(f"windows must be three (centre, width) pairs with width > 0, got {windows!r}")
-    return wins
-
-
-def _pixel_data_problem(ds, path: str) -> str:
-    """Why the (deferred) pixel data cannot be decoded, or '' (uncompressed data only)."""
-    if "PixelData" not in ds:
-        return "no PixelData element"
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and getattr(syntax, "is_compressed", False):
-        return ""  # encapsulated frames: the length says nothing; a bad frame fails at decode
-    raw = ds.get_item("PixelData")
-    length = getattr(raw, "length", None)
-    if length is None or length == 0xFFFFFFFF:
-        return ""
-    rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    expected = rows * cols * int(ds.get("SamplesPerPixel", 1)) * frames * ((bits + 7) // 8)
-    available = min(int(length), os.path.getsize(path) - int(raw.value_tell))
-    if available < expected:
-        return (f"PixelData holds {available} bytes, expected {expected} "
-                f"({rows} x {cols}, {bits}-bit): corrupt pixel data")
-    return ""
-
-
-def read_dicom_header(path: str) -> tuple:
-    """``(PatientID, StudyInstanceUID, SeriesInstanceUID, problem)`` of one file, reading the
-    header only; ``problem`` is '' for a readable slice, else why it cannot be used."""
-    pydicom = _pydicom()
-    try:
-        with pydicom.config.disable_value_validation():  # RSNA UIDs are "ID_..." (not valid UI values)
-            ds = pydicom.dcmread(path, defer_size=1024)
-            ids = tuple(str(ds.get(k, "") or "").strip()
-                        for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"))
-            problem = _pixel_data_problem(ds, path)
-    except Exception as exc:  # one bad file among 750k must not end the scan: report it
-        return "", "", "", f"unreadable DICOM ({type(exc).__name__}: {exc})".replace("\n", " ")
-    return ids + (problem,)
 
 
 def _default_cache_dir() -> str:
@@ -340,8 +256,8 @@ class RSNAIHD(MultiLabelDataset):
         self.split = check_split(split)
         if group_by not in GROUP_BY:
             raise ValueError(f"group_by must be one of {list(GROUP_BY)}, got {group_by!r}")
-        self.windows = _check_windows(windows)
-        _pydicom()  # fail early, before reading a 4.5M-row CSV, when pydicom is missing
+        self.windows = check_windows(windows)
+        import_pydicom()  # fail early, before reading a 4.5M-row CSV, when pydicom is missing
         csv_path, image_dir = self._find_layout(root, csv, image_dir)
         image_ids, labels, self.duplicate_rows, self.label_conflicts = _read_labels_once(csv_path)
         workers = min(8, os.cpu_count() or 1) if workers is None else int(workers)
@@ -409,7 +325,7 @@ class RSNAIHD(MultiLabelDataset):
         return {"windows": [list(w) for w in self.windows]}
 
     def load_raw(self, i: int) -> np.ndarray:
-        pydicom = _pydicom()
+        pydicom = import_pydicom()
         path = self.paths[i]
         if not os.path.isfile(path):
             raise FileNotFoundError(f"rsna_ihd: DICOM file not found: {path}")

@@ -3,7 +3,7 @@
 Resolution order of :func:`label_embeddings`:
 
 1. ``path``: a user ``.npy`` file of shape [C, E] (row c embeds ``class_names[c]``).
-2. The shipped embeddings of a built-in label set (``fact_fast/data/embeddings/<set>.npy``,
+2. The shipped embeddings of a built-in label set (``fact_fast/data/labels/shipped_embeddings/<set>.npy``,
    sentence-transformers/all-MiniLM-L6-v2, 384-dim, L2-normalized, computed offline by
    ``scripts/make_label_embeddings.py``), matched by ``dataset`` name or, failing that, by the
    class names. Rows are picked by name, so any subset / order of a built-in set works.
@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .label_sets import DATASET_TO_LABEL_SET, LABEL_SETS
+from .sets import DATASET_TO_LABEL_SET, LABEL_SETS
 
 __all__ = ["label_embeddings", "hashed_embeddings", "shipped_label_sets", "EMBEDDING_DIM",
            "EMBEDDINGS_DIR"]
 
 EMBEDDING_DIM = 384
-EMBEDDINGS_DIR = Path(__file__).resolve().parent / "embeddings"
+EMBEDDINGS_DIR = Path(__file__).resolve().parent / "shipped_embeddings"
 _warned_fallback = False
 
 

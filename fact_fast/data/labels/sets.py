@@ -4,7 +4,7 @@ Pure Python, no imports: ``scripts/make_label_embeddings.py`` loads this file on
 to compute the shipped text embeddings.
 """
 
-# The earlier synthetic motif dataset (fact_fast.data.synthetic, "synthetic_motifs"; the default
+# The earlier synthetic motif dataset (fact_fast.data.synthetic.motifs, "synthetic_motifs"; the default
 # synthetic benchmark uses NIH_CLASS_NAMES). The names are disease-like so
 # that text embeddings are meaningful, but the classes are synthetic visual motifs, ordered
 # from most to least frequent.
