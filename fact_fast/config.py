@@ -13,7 +13,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
-__all__ = ["TrainConfig", "build_parser", "parse_config", "load_config_file", "model_overrides"]
+__all__ = ["TrainConfig", "build_parser", "parse_config", "load_config_file", "model_overrides", "config_from_dict"]
 
 BACKEND_CHOICES = ("auto", "reference", "cpu", "cuda", "triton")
 LOGGER_CHOICES = ("none", "tensorboard", "wandb", "mlflow")
@@ -177,6 +177,13 @@ def model_overrides(cfg: TrainConfig) -> dict:
             out[name] = v
     out.update(dict(cfg.model_kwargs or {}))
     return out
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """The TrainConfig stored as ``d`` (a checkpoint's ``config`` or a run's ``config.json``); keys
+    this version does not know (written by other versions, or config.json's reports) are ignored."""
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in d.items() if k in known})
 
 
 # -- argparse from the dataclass ---------------------------------------------------------------

@@ -517,12 +517,12 @@ def test_train_then_evaluate_round_trip(name, tmp_path, capsys):
         row = json.loads(fh.readline())
     assert row["step"] == 2 and math.isfinite(row["train_total"])
     best = load_checkpoint(str(out / "best.pt"))
-    assert best["model_spec"]["name"] == name and best["model_spec"]["config"]["backbone"] == "test_resnet"
+    assert best.model_spec["name"] == name and best.model_spec["config"]["backbone"] == "test_resnet"
     out_json = tmp_path / "val.json"
     assert evaluate.main([str(out / "best.pt"), "--split", "val", "--out", str(out_json), "--no-progress"]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["model"] == name and metrics["num_samples"] == 32
-    assert metrics["mAP"] == pytest.approx(best["metrics"]["val"]["mAP"], abs=1e-6)
+    assert metrics["mAP"] == pytest.approx(best.metrics["val"]["mAP"], abs=1e-6)
 
 
 def test_list_models_and_model_option_errors(tmp_path, capsys):

@@ -65,8 +65,6 @@ PENDING = {
     ("fact_fast.engine.data", "fact_fast.data.label_embeddings"),  # `from fact_fast.data import label_embeddings`
     ("fact_fast.engine.data", "fact_fast.data.label_graph"),
     ("fact_fast.engine.data", "fact_fast.metrics"),
-    ("fact_fast.engine.trainer", "fact_fast.metrics"),
-    ("fact_fast.engine.trainer", "fact_fast.utils.checkpoint"),
 }
 
 

@@ -9,7 +9,7 @@ import torch
 
 from fact_fast import evaluate, train
 from fact_fast.config import parse_config
-from fact_fast.utils.checkpoint import atomic_save, load_checkpoint, CheckpointError
+from fact_fast.utils.checkpoint import SCHEMA_VERSION, CheckpointError, RunCheckpoint, atomic_save, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--model", "fact_test", "--image-size", "32", "--dataset-kwargs", "num_samples=64",
@@ -53,12 +53,12 @@ def test_train_smoke_outputs(trained, capsys):
         test = json.load(fh)
     assert test["num_samples"] == 64 and 0 <= test["mAP"] <= 1 and test["split"] == "test"
     ck = load_checkpoint(os.path.join(trained, "last.pt"))
-    assert ck["epoch"] == 2 and ck["step"] == 8
-    assert ck["config"]["model"] == "fact_test" and ck["model_spec"]["config"]["backbone"] == "test_resnet"
-    assert ck["model_spec"]["name"] == "fact_test" and ck["class_names"] == ck["model_spec"]["task"]["class_names"]
+    assert ck.epoch == 2 and ck.step == 8
+    assert ck.config["model"] == "fact_test" and ck.model_spec["config"]["backbone"] == "test_resnet"
+    assert ck.model_spec["name"] == "fact_test" and ck.class_names == ck.model_spec["task"]["class_names"]
     best = load_checkpoint(os.path.join(trained, "best.pt"))
-    assert len(best["thresholds"]["f1"]) == len(best["class_names"]) == len(best["thresholds"]["youden"])
-    assert best["preprocessing"]["image_size"] == 32 and best["default_threshold"] == 0.5
+    assert len(best.thresholds["f1"]) == len(best.class_names) == len(best.thresholds["youden"])
+    assert best.preprocessing["image_size"] == 32 and best.default_threshold == 0.5
 
 
 def test_evaluate_checkpoint(trained, tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_evaluate_checkpoint(trained, tmp_path, capsys):
     assert metrics["split"] == "val" and metrics["num_samples"] == 64
     # same checkpoint, same split -> the same numbers as the training run's validation
     ck = load_checkpoint(os.path.join(trained, "best.pt"))
-    assert metrics["mAP"] == pytest.approx(ck["metrics"]["val"]["mAP"], abs=1e-6)
+    assert metrics["mAP"] == pytest.approx(ck.metrics["val"]["mAP"], abs=1e-6)
 
 
 def test_resume_continues_and_matches_uninterrupted_run(trained, tmp_path):
@@ -86,12 +86,12 @@ def test_resume_continues_and_matches_uninterrupted_run(trained, tmp_path):
     log = read_log(out)
     assert [r["epoch"] for r in log] == [1, 2] and log[1]["step"] == 8
     ck = load_checkpoint(os.path.join(out, "last.pt"))
-    assert ck["epoch"] == 2
+    assert ck.epoch == 2
     # model, optimizer, scheduler, RNG and data order restored: same weights as 2 epochs straight
     ref = load_checkpoint(os.path.join(trained, "last.pt"))
-    for k, v in ref["model"].items():
+    for k, v in ref.model.items():
         if v.is_floating_point():
-            assert torch.allclose(v, ck["model"][k], atol=1e-5), k
+            assert torch.allclose(v, ck.model[k], atol=1e-5), k
     # auto-resume from --out when everything is done: nothing more to train, log unchanged
     assert train.main(TINY + ["--out", out, "--resume", "auto", "--epochs", "2", "--no-eval-test"]) == 0
     assert len(read_log(out)) == 2
@@ -101,9 +101,9 @@ def test_ablation_flags_reach_model(tmp_path):
     out = run_train(tmp_path, "--epochs", "1", "--no-vq", "--no-gcn", "--loss", "bce", "--max-steps", "2",
                     "--no-eval-test", "--membership", "cosine")
     ck = load_checkpoint(os.path.join(out, "last.pt"))
-    mc = ck["model_spec"]["config"]
+    mc = ck.model_spec["config"]
     assert (mc["use_vq"], mc["use_gcn"], mc["loss"], mc["membership"]) == (False, False, "bce", "cosine")
-    assert ck["step"] == 2
+    assert ck.step == 2
     assert "codebook_usage" not in read_log(out)[0]
 
 
@@ -135,6 +135,56 @@ def test_evaluate_friendly_errors(tmp_path, capsys):
     torch.save({"weights": torch.zeros(1)}, str(other))
     with pytest.raises(CheckpointError, match="not a fact_fast"):
         load_checkpoint(str(other))
+
+
+def _tiny_checkpoint() -> RunCheckpoint:
+    return RunCheckpoint(model={"w": torch.arange(3.0)}, model_spec={"name": "fact_test", "config": {"dim": 8}},
+                         stage="train", stage_index=0, epoch=2, step=8, best_metric=0.5, metrics={"val": {"mAP": 0.5}},
+                         config={"model": "fact_test", "seed": 3}, class_names=["a", "b"], thresholds={"f1": [0.1, 0.2]},
+                         rng={"python": None})
+
+
+def test_run_checkpoint_round_trip(tmp_path):
+    ck = _tiny_checkpoint()
+    path = ck.save(str(tmp_path / "ck.pt"))
+    raw = torch.load(path, weights_only=False)
+    assert raw["version"] == SCHEMA_VERSION and "path" not in raw and "file_version" not in raw
+    back = RunCheckpoint.load(path)
+    assert back.path == path and back.file_version == SCHEMA_VERSION
+    assert torch.equal(back.model["w"], ck.model["w"])
+    for name in ("model_spec", "stage", "stage_index", "epoch", "step", "best_metric", "metrics", "config",
+                 "class_names", "thresholds", "default_threshold", "ema"):
+        assert getattr(back, name) == getattr(ck, name), name
+    # a run directory means its best.pt (else last.pt)
+    ck.save(str(tmp_path / "run" / "last.pt"))
+    assert RunCheckpoint.load(str(tmp_path / "run")).path.endswith("last.pt")
+
+
+def test_run_checkpoint_without_version_key_loads(tmp_path, capsys):
+    old = {k: v for k, v in _tiny_checkpoint().to_dict().items() if k not in ("version", "groups", "rng", "ema")}
+    old["training_state"] = None
+    path = tmp_path / "old.pt"
+    torch.save(old, str(path))
+    ck = RunCheckpoint.load(str(path))
+    assert ck.file_version is None and ck.epoch == 2 and ck.groups is None and ck.training_state == {}
+    # it can be evaluated, not resumed
+    assert train.main(["--resume", str(path), "--no-progress"]) == 2
+    assert "old.pt: checkpoint version None cannot be resumed" in capsys.readouterr().err
+
+
+def test_run_checkpoint_refuses_other_versions_and_files(tmp_path):
+    future = tmp_path / "future.pt"
+    torch.save(dict(_tiny_checkpoint().to_dict(), version=SCHEMA_VERSION + 1), str(future))
+    with pytest.raises(ValueError, match=rf"{future}: checkpoint version {SCHEMA_VERSION + 1} is newer"):
+        RunCheckpoint.load(str(future))
+    first = tmp_path / "v1.pt"
+    torch.save({"version": 1, "model": {}, "model_config": {}}, str(first))
+    with pytest.raises(ValueError, match=r"v1.pt was written by an older fact_fast .*no model_spec"):
+        RunCheckpoint.load(str(first))
+    weights = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(1)}, str(weights))
+    with pytest.raises(ValueError, match=rf"{weights} is not a fact_fast training checkpoint"):
+        RunCheckpoint.load(str(weights))
 
 
 def test_config_precedence_and_bad_options(tmp_path, capsys):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from fact_fast.models import MultiLabelModel
+from fact_fast.utils.checkpoint import RunCheckpoint
 
 from .thresholds import positive_calls
 
@@ -166,7 +167,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "image"
 
 
-def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndarray, thresholds: np.ndarray,
+def write_explanations(model, ckpt: RunCheckpoint, pipeline, items: list, scores: np.ndarray, thresholds: np.ndarray,
                        out_dir: str, classes: str | tuple = "positive") -> int:
     """For each ``(row, name, image [3, S, S])`` of ``items`` and each class that ``classes`` picks
     for ``scores[row]`` (an ``--explain-classes`` value or a :func:`parse_explain_classes` result;
@@ -182,7 +183,7 @@ def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndar
     saying so instead. Returns the number of PNGs written."""
     from PIL import Image
 
-    class_names = list(ckpt["class_names"])
+    class_names = list(ckpt.class_names)
     selection = parse_explain_classes(classes, class_names) if isinstance(classes, str) else classes
     os.makedirs(out_dir, exist_ok=True)
     factor = display_scale(pipeline.image_size)
