@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.out}: {len(names)} images, {len(names) - n_err} scored, {n_err} not scored"
               + (f" (see the 'error' column, e.g. {next(e for e in errors if e)})" if n_err else ""))
         if explain:
-            written = write_explanations(model, ckpt, pipeline, [(k, names[k], img) for k, img in kept], scores,
+            written = write_explanations(model, class_names, pipeline, [(k, names[k], img) for k, img in kept], scores,
                                          thresholds, args.explain, selection)
             silent = sum(1 for v in extra["explained"] if v == NO_POSITIVE)
             print(f"wrote {written} heatmaps to {args.explain}"

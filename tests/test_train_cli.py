@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fact_fast import evaluate, train
-from fact_fast.config import parse_config
+from fact_fast.config import config_from_dict, parse_config
 from fact_fast.utils.checkpoint import SCHEMA_VERSION, CheckpointError, RunCheckpoint, atomic_save, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,8 +98,9 @@ def test_resume_continues_and_matches_uninterrupted_run(trained, tmp_path):
 
 
 def test_ablation_flags_reach_model(tmp_path):
-    out = run_train(tmp_path, "--epochs", "1", "--no-vq", "--no-gcn", "--loss", "bce", "--max-steps", "2",
-                    "--no-eval-test", "--membership", "cosine")
+    out = run_train(tmp_path, "--epochs", "1", "--model-kwargs", "use_vq=false", "--model-kwargs", "use_gcn=false",
+                    "--model-kwargs", "loss=bce", "--max-steps", "2", "--no-eval-test",
+                    "--model-kwargs", "membership=cosine")
     ck = load_checkpoint(os.path.join(out, "last.pt"))
     mc = ck.model_spec["config"]
     assert (mc["use_vq"], mc["use_gcn"], mc["loss"], mc["membership"]) == (False, False, "bce", "cosine")
@@ -197,9 +198,10 @@ def test_config_precedence_and_bad_options(tmp_path, capsys):
     cfg, explicit = parse_config(["--config", str(cfg_file), "--epochs", "3"])
     assert (cfg.epochs, cfg.lr, cfg.batch_size) == (3, 0.01, 8)
     jf = tmp_path / "c.json"
-    jf.write_text(json.dumps({"membership": "cosine"}))
-    assert parse_config(["--config", str(jf)])[0].membership == "cosine"
-    for argv in (["--membership", "rbf"], ["--epochs", "many"], ["--frobnicate"], ["--backend", "gpu"]):
+    jf.write_text(json.dumps({"model_kwargs": {"membership": "cosine"}}))
+    assert parse_config(["--config", str(jf), "--model-kwargs", "dim=16"])[0].model_kwargs == {"membership": "cosine",
+                                                                                             "dim": 16}
+    for argv in (["--epochs", "many"], ["--frobnicate"], ["--backend", "gpu"]):
         with pytest.raises(SystemExit) as exc:
             parse_config(argv)
         assert exc.value.code == 2
@@ -229,9 +231,48 @@ def test_help(module):
     assert res.returncode == 0, res.stderr
     assert "usage:" in res.stdout
     if module == "fact_fast.train":
-        for opt in ("--dataset", "--model", "--epochs", "--resume", "--no-vq", "--no-gcn", "--membership",
-                    "--loss", "--backend", "--amp", "--nvtx", "--max-steps", "--config", "--no-progress"):
+        for opt in ("--dataset", "--model", "--model-kwargs", "--epochs", "--resume", "--backend", "--amp", "--nvtx",
+                    "--max-steps", "--config", "--no-progress"):
             assert opt in res.stdout, opt
+        for gone in ("--no-vq", "--membership", "--logit-scale", "--codebook-size"):
+            assert gone not in res.stdout, gone
     else:
         for opt in ("--split", "--out", "--batch-size", "--device", "--data-root"):
             assert opt in res.stdout, opt
+
+
+def test_model_options_are_model_kwargs(tmp_path, capsys):
+    # the removed per-model flags name their replacement
+    for argv, hint in ((["--no-vq"], "--model-kwargs use_vq=false"), (["--dim", "64"], "--model-kwargs dim=VALUE"),
+                       (["--logit-scale=3"], "--model-kwargs logit_scale=VALUE")):
+        with pytest.raises(SystemExit) as exc:
+            parse_config(argv)
+        assert exc.value.code == 2 and hint in capsys.readouterr().err, argv
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("membership: cosine\nepochs: 2\n")
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(cfg_file)])
+    assert "membership is a model option; give it under model_kwargs: {membership: 'cosine'}" in \
+        capsys.readouterr().err
+    # an unknown model option stops before any data is read, naming it and listing the model's options
+    out = tmp_path / "bad"
+    assert train.main(TINY + ["--model-kwargs", "dimm=8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has no option(s) ['dimm']" in err and "codebook_size" in err and not out.exists()
+    # a bad value is the model config's error
+    assert train.main(TINY + ["--model-kwargs", "membership=rbf", "--out", str(out)]) == 2
+    assert "membership must be one of" in capsys.readouterr().err
+
+
+def test_stored_configs_with_model_fields_still_load(trained, tmp_path, capsys):
+    stored = {"model": "fact_test", "epochs": 2, "vq": False, "dim": 16, "alpha": None, "loss": "bce",
+              "model_kwargs": {"dim": 32}, "label_graph": {"edges": 3}, "skipped": {}}
+    cfg = config_from_dict(stored)
+    assert cfg.model_kwargs == {"use_vq": False, "dim": 32, "loss": "bce"} and cfg.epochs == 2
+    # a checkpoint whose configuration holds them evaluates as before
+    ck = load_checkpoint(os.path.join(trained, "best.pt"))
+    ck.config = {**ck.config, "vq": None, "gcn": None, "dim": None, "membership": None, "threshold": None}
+    path = ck.save(str(tmp_path / "old" / "best.pt"))
+    out_json = tmp_path / "val.json"
+    assert evaluate.main([path, "--split", "val", "--out", str(out_json), "--no-progress"]) == 0
+    assert json.loads(out_json.read_text())["mAP"] == pytest.approx(ck.metrics["val"]["mAP"], abs=1e-6)

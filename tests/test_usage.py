@@ -341,7 +341,7 @@ def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
     thresholds[top0] = np.nextafter(float(scores[0, top0]), -np.inf)
 
     expl = tmp_path / "positive"
-    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl)) == 1
+    assert write_explanations(model, ckpt.class_names, pipeline, items, scores, thresholds, str(expl)) == 1
     first, second = json.loads((expl / "explanations.json").read_text())
     assert first["positives"] == [names[top0]] and [p["class"] for p in first["classes"]] == [names[top0]]
     assert second["positives"] == [] and second["classes"] == []
@@ -349,7 +349,7 @@ def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
     assert sorted(os.listdir(expl)) == sorted(["explanations.json", first["classes"][0]["heatmap"]])
 
     expl = tmp_path / "top3"
-    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl), "top3") == 6
+    assert write_explanations(model, ckpt.class_names, pipeline, items, scores, thresholds, str(expl), "top3") == 6
     records = json.loads((expl / "explanations.json").read_text())
     for i, record in enumerate(records):
         order = sorted(range(len(names)), key=lambda c: (-float(scores[i, c]), c))[:3]
@@ -362,7 +362,7 @@ def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
 
     expl = tmp_path / "names"
     wanted = [names[-1], names[0]]
-    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl), ",".join(wanted)) == 4
+    assert write_explanations(model, ckpt.class_names, pipeline, items, scores, thresholds, str(expl), ",".join(wanted)) == 4
     for record in json.loads((expl / "explanations.json").read_text()):
         assert [p["class"] for p in record["classes"]] == wanted
         assert record["method"] == ("interface attention" if run == "fact_run" else "Grad-CAM")
@@ -404,7 +404,7 @@ def _explain_planted(model, tmp_path, pipeline, class_names):
     scores, errors, kept = predict_images(model, items, keep=1)
     assert errors == [""]
     thresholds = np.array([-1.0] + [2.0] * (len(class_names) - 1))  # class 0 positive, whatever its score
-    assert write_explanations(model, {"class_names": class_names}, pipeline, [(0, str(path), kept[0])], scores,
+    assert write_explanations(model, class_names, pipeline, [(0, str(path), kept[0])], scores,
                               thresholds, str(tmp_path / "expl")) == 1
     (record,) = json.loads((tmp_path / "expl" / "explanations.json").read_text())
     (p,) = record["classes"]
