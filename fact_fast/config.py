@@ -61,7 +61,9 @@ class TrainConfig:
     model: str = _opt("fact_tiny", "registered model (python -m fact_fast.train --list-models)")
     model_kwargs: dict = _opt({}, "the model's options, any field of its configuration, e.g. --model-kwargs "
                                   "use_vq=false --model-kwargs dim=128 (repeatable KEY=VALUE; in a config file: "
-                                  "a mapping); an unknown key is an error that lists the model's options",
+                                  "a mapping); an unknown key is an error that lists the model's options "
+                                  "(FACT's: FACTConfig in fact_fast/models/fact.py; the baselines': "
+                                  "docs/baselines.md)",
                               metavar="KEY=VALUE")
     stage: str | None = _opt(None, "run only this training stage of a multi-stage model (default: all)")
     backbone: str | None = _opt(None, "override the backbone: a timm model name, or fact_fast's fact_resnet_tiny")
@@ -232,10 +234,12 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not MISSING else f.default_factory()
         kw: dict[str, Any] = {"dest": f.name, "help": md.get("help", ""), "default": argparse.SUPPRESS}
+        # the default is stated unless the help text already says what it means
+        shown = "" if "(default" in kw["help"] else (" (default: the model's)" if default is None and
+                                                     f.name in TRUNK_FIELDS else f" (default: {default})")
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
-            kw["help"] += " (default: the model's)" if default is None and f.name in TRUNK_FIELDS \
-                else f" (default: {default})"
+            kw["help"] += shown
         elif tp is dict:
             kw.update(action="append", type=_parse_kv, metavar=md.get("metavar", "KEY=VALUE"))
         else:
@@ -244,8 +248,7 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
                 kw["choices"] = md["choices"]
             if "metavar" in md:
                 kw["metavar"] = md["metavar"]
-            kw["help"] += " (default: the model's)" if default is None and f.name in TRUNK_FIELDS \
-                else f" (default: {default})"
+            kw["help"] += shown
         p.add_argument(flag, **kw)
     return p
 
@@ -287,8 +290,9 @@ def _validate_dict(d: dict, where: str) -> dict:
     names = {f.name: f for f in fields(TrainConfig)}
     moved = sorted(set(d) & set(LEGACY_MODEL_FIELDS))
     if moved:
-        raise ValueError(f"{where}: {', '.join(moved)} {'is a model option' if len(moved) == 1 else 'are model options'}"
-                         f"; give {'it' if len(moved) == 1 else 'them'} under model_kwargs: "
+        one = len(moved) == 1
+        raise ValueError(f"{where}: {', '.join(moved)} {'is a model option' if one else 'are model options'}"
+                         f"; give {'it' if one else 'them'} under model_kwargs: "
                          + "{" + ", ".join(f"{LEGACY_MODEL_FIELDS[k]}: {d[k]!r}" for k in moved) + "}")
     unknown = sorted(set(d) - set(names))
     if unknown:

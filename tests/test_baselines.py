@@ -505,7 +505,8 @@ def test_class_aware_sampler_draws_classes_at_random():
 TINY_RUN = ["--backbone", "test_resnet", "--image-size", "32", "--dataset-kwargs", "num_samples=32",
             "--batch-size", "16", "--epochs", "1", "--no-progress", "--threads", "1", "--warmup-epochs", "0.5"]
 EXTRA = {"mlgcn": ["--model-kwargs", "gcn_hidden=32"],
-         "mlgcn_experts": ["--model-kwargs", "gcn_hidden=32", "--sampler", "cycle", "--model-kwargs", "attention_ff_dim=64"]}
+         "mlgcn_experts": ["--model-kwargs", "gcn_hidden=32", "--sampler", "cycle",
+                           "--model-kwargs", "attention_ff_dim=64"]}
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -531,7 +532,8 @@ def test_list_models_and_model_option_errors(tmp_path, capsys):
     for name in BASELINES:
         assert name in listed
     # a FACT-only option on a baseline is refused with the option's name and the model's options
-    assert train.main(["--model", "mlgcn", "--model-kwargs", "loss=bce", "--out", str(tmp_path / "bad")] + TINY_RUN) == 2
+    bad = ["--model", "mlgcn", "--model-kwargs", "loss=bce", "--out", str(tmp_path / "bad")]
+    assert train.main(bad + TINY_RUN) == 2
     err = capsys.readouterr().err
     assert "has no option(s) ['loss']" in err and "gcn_hidden" in err
     assert not (tmp_path / "bad").exists()

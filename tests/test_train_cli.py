@@ -141,8 +141,8 @@ def test_evaluate_friendly_errors(tmp_path, capsys):
 def _tiny_checkpoint() -> RunCheckpoint:
     return RunCheckpoint(model={"w": torch.arange(3.0)}, model_spec={"name": "fact_test", "config": {"dim": 8}},
                          stage="train", stage_index=0, epoch=2, step=8, best_metric=0.5, metrics={"val": {"mAP": 0.5}},
-                         config={"model": "fact_test", "seed": 3}, class_names=["a", "b"], thresholds={"f1": [0.1, 0.2]},
-                         rng={"python": None})
+                         config={"model": "fact_test", "seed": 3}, class_names=["a", "b"],
+                         thresholds={"f1": [0.1, 0.2]}, rng={"python": None})
 
 
 def test_run_checkpoint_round_trip(tmp_path):

@@ -362,7 +362,8 @@ def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
 
     expl = tmp_path / "names"
     wanted = [names[-1], names[0]]
-    assert write_explanations(model, ckpt.class_names, pipeline, items, scores, thresholds, str(expl), ",".join(wanted)) == 4
+    assert write_explanations(model, ckpt.class_names, pipeline, items, scores, thresholds, str(expl),
+                              ",".join(wanted)) == 4
     for record in json.loads((expl / "explanations.json").read_text()):
         assert [p["class"] for p in record["classes"]] == wanted
         assert record["method"] == ("interface attention" if run == "fact_run" else "Grad-CAM")

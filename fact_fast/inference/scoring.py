@@ -42,8 +42,8 @@ def evaluate_checkpoint(path: str, split: str = "test", *, batch_size: int | Non
     return metrics
 
 
-def code_counts(model: MultiLabelModel, ckpt: RunCheckpoint, *, batch_size: int | None = None, data_root: str | None = None,
-                workers: int = 0, progress: bool = False) -> np.ndarray | None:
+def code_counts(model: MultiLabelModel, ckpt: RunCheckpoint, *, batch_size: int | None = None,
+                data_root: str | None = None, workers: int = 0, progress: bool = False) -> np.ndarray | None:
     """How often each codebook atom is chosen over the checkpoint's test split, int64 ``[K]``,
     from ``model(images).extras["codes"]`` of every image (each view of a multi-view item, in
     full precision); None when the model returns no codes. K is the model config's

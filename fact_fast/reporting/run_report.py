@@ -19,8 +19,8 @@ from .statistics import read_log, threshold_table
 __all__ = ["build_report", "load_test_scores"]
 
 
-def load_test_scores(run_dir: str, model, ckpt: RunCheckpoint, *, batch_size: int | None = None, data_root: str | None = None,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+def load_test_scores(run_dir: str, model, ckpt: RunCheckpoint, *, batch_size: int | None = None,
+                     data_root: str | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     """The test scores and targets float32 ``[N, C]`` of ``run_dir`` and where they came from:
     its ``scores_test.npz`` when present, else recomputed from ``model`` on the checkpoint's test
     split (and saved there unless the directory is read-only)."""
