@@ -27,17 +27,23 @@ from benchmarks.batch import add_batch_arguments, run_batch
 TRUNK_NAME = "fact_resnet_tiny"  # fact_tiny's trunk
 TRUNK = ["--backbone", TRUNK_NAME, "--out-index", "3"]
 
+
+def _kw(**options) -> list[str]:
+    """``fact_fast.train`` flags setting these model options (``--model-kwargs KEY=VALUE`` each)."""
+    return [arg for k, v in options.items() for arg in ("--model-kwargs", f"{k}={v}")]
+
+
 #: name -> (what it measures, extra ``fact_fast.train`` flags)
 ROWS: dict[str, tuple[str, list[str]]] = {
     "fact": ("FACT, the default fact_tiny", []),
-    "fact_no_vq": ("ablation: no atomic visual space", ["--no-vq"]),
-    "fact_no_gcn": ("ablation: anchors without the GCN", ["--no-gcn"]),
-    "fact_no_vq_no_gcn": ("ablation: neither", ["--no-vq", "--no-gcn"]),
-    "fact_bce": ("ablation: BCE on the memberships instead of the point + set loss", ["--loss", "bce"]),
-    "fact_cosine": ("membership kernel: cosine", ["--membership", "cosine"]),
-    "fact_linear": ("membership kernel: linear", ["--membership", "linear"]),
-    "fact_laplacian": ("membership kernel: laplacian", ["--membership", "laplacian"]),
-    "fact_polynomial": ("membership kernel: polynomial", ["--membership", "polynomial"]),
+    "fact_no_vq": ("ablation: no atomic visual space", _kw(use_vq="false")),
+    "fact_no_gcn": ("ablation: anchors without the GCN", _kw(use_gcn="false")),
+    "fact_no_vq_no_gcn": ("ablation: neither", _kw(use_vq="false", use_gcn="false")),
+    "fact_bce": ("ablation: BCE on the memberships instead of the point + set loss", _kw(loss="bce")),
+    "fact_cosine": ("membership kernel: cosine", _kw(membership="cosine")),
+    "fact_linear": ("membership kernel: linear", _kw(membership="linear")),
+    "fact_laplacian": ("membership kernel: laplacian", _kw(membership="laplacian")),
+    "fact_polynomial": ("membership kernel: polynomial", _kw(membership="polynomial")),
     "cnn_bce": ("plain CNN + BCE, same trunk", ["--model", "resnet50_bce", *TRUNK]),
     "fact_paper": ("FACT with the paper read literally (fact_tiny_paper: unnormalised kernel, bounded logit, "
                    "raw S⁰, queries at std 0.02)", ["--model", "fact_tiny_paper"]),

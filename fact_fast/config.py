@@ -13,7 +13,8 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Sequence
 
-__all__ = ["TrainConfig", "build_parser", "parse_config", "load_config_file", "model_overrides"]
+__all__ = ["TrainConfig", "build_parser", "parse_config", "load_config_file", "model_overrides", "config_from_dict",
+           "TRUNK_FIELDS", "LEGACY_MODEL_FIELDS"]
 
 BACKEND_CHOICES = ("auto", "reference", "cpu", "cuda", "triton")
 LOGGER_CHOICES = ("none", "tensorboard", "wandb", "mlflow")
@@ -58,31 +59,18 @@ class TrainConfig:
                                     "prevalence, head > 10 %%, tail < 1 %%)", metavar="JSON")
     # -- model -------------------------------------------------------------------------------
     model: str = _opt("fact_tiny", "registered model (python -m fact_fast.train --list-models)")
-    model_kwargs: dict = _opt({}, "model configuration overrides, e.g. --model-kwargs dim=128 "
-                                  "(repeatable KEY=VALUE; any field of the model's config)", metavar="KEY=VALUE")
+    model_kwargs: dict = _opt({}, "the model's options, any field of its configuration, e.g. --model-kwargs "
+                                  "use_vq=false --model-kwargs dim=128 (repeatable KEY=VALUE; in a config file: "
+                                  "a mapping); an unknown key is an error that lists the model's options "
+                                  "(FACT's: FACTConfig in fact_fast/models/fact.py; the baselines': "
+                                  "docs/baselines.md)",
+                              metavar="KEY=VALUE")
     stage: str | None = _opt(None, "run only this training stage of a multi-stage model (default: all)")
     backbone: str | None = _opt(None, "override the backbone: a timm model name, or fact_fast's fact_resnet_tiny")
     pretrained: bool | None = _opt(None, "load ImageNet weights for the backbone from the local timm/HF cache "
                                          "or --pretrained-file (never downloaded by fact_fast)")
     pretrained_file: str | None = _opt(None, "backbone weights file (.safetensors/.pth) for --pretrained", metavar="FILE")
     out_index: int | None = _opt(None, "which backbone stage's feature map the head sees (-1: the last)")
-    dim: int | None = _opt(None, "FACT: the width d")
-    codebook_size: int | None = _opt(None, "FACT: the codebook size K")
-    gcn_hidden: int | None = _opt(None, "FACT: the GCN hidden width")
-    vq_restart_every: int | None = _opt(None, "FACT: re-seed dead codebook entries every N steps (0: off)")
-    vq: bool | None = _opt(None, "FACT: use the atomic visual space (VQ); --no-vq ablates it (V = Z)")
-    gcn: bool | None = _opt(None, "FACT: use the comorbidity GCN anchors; --no-gcn uses free learned anchors")
-    membership: str | None = _opt(None, "FACT: fuzzy membership kernel",
-                                  choices=("gaussian", "linear", "cosine", "laplacian", "polynomial"))
-    loss: str | None = _opt(None, "FACT: objective, the fuzzy loss or the BCE ablation", choices=("fuzzy", "bce"))
-    interface_bias: str | None = _opt(None, "FACT: semantic interface attention bias", choices=("zero", "neg_log_m"))
-    alpha: float | None = _opt(None, "FACT: α (weight of the set loss)")
-    beta: float | None = _opt(None, "FACT: β (encoder commitment weight)")
-    gamma: float | None = _opt(None, "FACT: γ (weight of the commitment loss)")
-    logit_scale: float | None = _opt(None, "FACT: λ (logit scale of the point loss)")
-    threshold: float | None = _opt(None, "FACT: δ (decision threshold on μ)")
-    codebook_lr_scale: float | None = _opt(None, "FACT: learning-rate multiplier of the VQ codebook")
-    tau_lr_scale: float | None = _opt(None, "FACT: learning-rate multiplier of log τ")
     # -- optimisation --------------------------------------------------------------------------
     epochs: int = _opt(20, "number of training epochs (per stage, unless the stage sets its own)")
     batch_size: int = _opt(64, "batch size per process")
@@ -156,27 +144,45 @@ class TrainConfig:
         return asdict(self)
 
 
-# TrainConfig field -> model config field, for the model options that have their own flag.
-# Only options set explicitly (flag or config file) are passed, so a model never receives an
-# option it does not have unless the user asked for it (then it raises naming the option).
-MODEL_OPTION_FIELDS = {"backbone": "backbone", "pretrained": "pretrained", "pretrained_file": "pretrained_file",
-                       "out_index": "out_index", "dim": "dim", "codebook_size": "codebook_size",
-                       "gcn_hidden": "gcn_hidden", "vq_restart_every": "vq_restart_every", "vq": "use_vq",
-                       "gcn": "use_gcn", "membership": "membership", "loss": "loss",
-                       "interface_bias": "interface_bias", "alpha": "alpha", "beta": "beta", "gamma": "gamma",
-                       "logit_scale": "logit_scale", "threshold": "threshold",
-                       "codebook_lr_scale": "codebook_lr_scale", "tau_lr_scale": "tau_lr_scale"}
+# The backbone options every registered model has (its trunk); they have their own flags. Only
+# those set explicitly (flag or config file) are passed, so the model's defaults stand otherwise.
+TRUNK_FIELDS = ("backbone", "pretrained", "pretrained_file", "out_index")
+
+# Model options that older versions kept as TrainConfig fields (and flags): field -> model config
+# field. A stored configuration (a checkpoint's, config.json) with them still loads: they become
+# model_kwargs. On the command line and in config files they are errors naming the replacement.
+LEGACY_MODEL_FIELDS = {"dim": "dim", "codebook_size": "codebook_size", "gcn_hidden": "gcn_hidden",
+                       "vq_restart_every": "vq_restart_every", "vq": "use_vq", "gcn": "use_gcn",
+                       "membership": "membership", "loss": "loss", "interface_bias": "interface_bias",
+                       "alpha": "alpha", "beta": "beta", "gamma": "gamma", "logit_scale": "logit_scale",
+                       "threshold": "threshold", "codebook_lr_scale": "codebook_lr_scale",
+                       "tau_lr_scale": "tau_lr_scale"}
 
 
 def model_overrides(cfg: TrainConfig) -> dict:
-    """Model-config overrides of a TrainConfig: the model flags that are set, then --model-kwargs."""
-    out: dict[str, Any] = {}
-    for flag, name in MODEL_OPTION_FIELDS.items():
-        v = getattr(cfg, flag)
-        if v is not None:
-            out[name] = v
+    """The model-configuration overrides of a run: the trunk flags that are set, then --model-kwargs."""
+    out: dict[str, Any] = {name: getattr(cfg, name) for name in TRUNK_FIELDS if getattr(cfg, name) is not None}
     out.update(dict(cfg.model_kwargs or {}))
     return out
+
+
+def _legacy_hint(name: str, value: Any) -> str:
+    """The --model-kwargs spelling of a removed model flag."""
+    shown = str(value).lower() if isinstance(value, bool) else value
+    return f"--model-kwargs {LEGACY_MODEL_FIELDS[name]}={shown}"
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """The TrainConfig stored as ``d`` (a checkpoint's ``config`` or a run's ``config.json``).
+    Model options stored as fields by older versions (:data:`LEGACY_MODEL_FIELDS`) become
+    ``model_kwargs`` (stored ``model_kwargs`` win, as they did then); other keys this version does
+    not know (other versions', config.json's reports) are ignored."""
+    known = {f.name for f in fields(TrainConfig)}
+    values = {k: v for k, v in d.items() if k in known}
+    legacy = {LEGACY_MODEL_FIELDS[k]: v for k, v in d.items() if k in LEGACY_MODEL_FIELDS and v is not None}
+    if legacy:
+        values["model_kwargs"] = {**legacy, **dict(values.get("model_kwargs") or {})}
+    return TrainConfig(**values)
 
 
 # -- argparse from the dataclass ---------------------------------------------------------------
@@ -228,10 +234,12 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not MISSING else f.default_factory()
         kw: dict[str, Any] = {"dest": f.name, "help": md.get("help", ""), "default": argparse.SUPPRESS}
+        # the default is stated unless the help text already says what it means
+        shown = "" if "(default" in kw["help"] else (" (default: the model's)" if default is None and
+                                                     f.name in TRUNK_FIELDS else f" (default: {default})")
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
-            kw["help"] += " (default: the model's)" if default is None and f.name in MODEL_OPTION_FIELDS \
-                else f" (default: {default})"
+            kw["help"] += shown
         elif tp is dict:
             kw.update(action="append", type=_parse_kv, metavar=md.get("metavar", "KEY=VALUE"))
         else:
@@ -240,8 +248,7 @@ def build_parser(prog: str = "python -m fact_fast.train") -> argparse.ArgumentPa
                 kw["choices"] = md["choices"]
             if "metavar" in md:
                 kw["metavar"] = md["metavar"]
-            kw["help"] += " (default: the model's)" if default is None and f.name in MODEL_OPTION_FIELDS \
-                else f" (default: {default})"
+            kw["help"] += shown
         p.add_argument(flag, **kw)
     return p
 
@@ -289,6 +296,12 @@ def load_config_file(path: str) -> dict:
 
 def _validate_dict(d: dict, where: str) -> dict:
     names = {f.name: f for f in fields(TrainConfig)}
+    moved = sorted(set(d) & set(LEGACY_MODEL_FIELDS))
+    if moved:
+        one = len(moved) == 1
+        raise ValueError(f"{where}: {', '.join(moved)} {'is a model option' if one else 'are model options'}"
+                         f"; give {'it' if one else 'them'} under model_kwargs: "
+                         + "{" + ", ".join(f"{LEGACY_MODEL_FIELDS[k]}: {d[k]!r}" for k in moved) + "}")
     unknown = sorted(set(d) - set(names))
     if unknown:
         raise ValueError(f"{where}: unknown option(s) {unknown}")
@@ -310,6 +323,14 @@ def _validate_dict(d: dict, where: str) -> dict:
 def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, set[str]]:
     """Parse argv into a TrainConfig. Returns ``(config, explicitly_set_field_names)``."""
     parser = build_parser()
+    argv = list(argv) if argv is not None else None
+    for arg in argv or ():
+        flag = arg.split("=", 1)[0]
+        name = flag[2:].replace("-", "_")
+        negated = name.startswith("no_") and name[3:] in ("vq", "gcn")
+        if flag.startswith("--") and (name in LEGACY_MODEL_FIELDS or negated):
+            example = _legacy_hint(name[3:], False) if negated else _legacy_hint(name, "VALUE")
+            parser.error(f"{flag} is a model option now: use {example}")
     ns = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
     if "config" in ns:

@@ -102,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--explain-classes needs --explain DIR")
     try:
         model, ckpt = load_trained_model(args.checkpoint, args.device)
-        class_names = list(ckpt["class_names"])
+        class_names = list(ckpt.class_names)
         thresholds = thresholds_of(ckpt, args.thresholds, len(class_names))
-        pipeline = ImagePipeline.from_dict(ckpt["preprocessing"])
+        pipeline = ImagePipeline.from_dict(ckpt.preprocessing)
         paths, splits = resolve_inputs(args.inputs, class_names)
         datasets = [checkpoint_dataset(ckpt, split, args.data_root) for split in splits]
         if explain:
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names, scores, errors, kept = score_inputs(model, pipeline, paths, datasets, batch_size=args.batch_size,
                                                    workers=args.workers, keep=args.max_explain if explain else 0,
                                                    progress=args.progress and sys.stderr.isatty())
-        meta = {"checkpoint": ckpt["_path"], "threshold_mode": args.thresholds}
+        meta = {"checkpoint": ckpt.path, "threshold_mode": args.thresholds}
         extra = {"explained": explained_column(scores, errors, thresholds, class_names, selection,
                                                {k for k, _ in kept}, args.max_explain)} if explain else None
         write_predictions(args.out, fmt, names, scores, errors, class_names, thresholds, meta, extra)
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.out}: {len(names)} images, {len(names) - n_err} scored, {n_err} not scored"
               + (f" (see the 'error' column, e.g. {next(e for e in errors if e)})" if n_err else ""))
         if explain:
-            written = write_explanations(model, ckpt, pipeline, [(k, names[k], img) for k, img in kept], scores,
+            written = write_explanations(model, class_names, pipeline, [(k, names[k], img) for k, img in kept], scores,
                                          thresholds, args.explain, selection)
             silent = sum(1 for v in extra["explained"] if v == NO_POSITIVE)
             print(f"wrote {written} heatmaps to {args.explain}"

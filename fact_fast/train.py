@@ -15,10 +15,10 @@ from typing import Sequence
 import torch
 
 from fact_fast import ops
-from fact_fast.config import parse_config
+from fact_fast.config import model_overrides, parse_config
 from fact_fast.engine import fit, fit_seeds
 from fact_fast.engine.loggers import require_logger_packages
-from fact_fast.models import describe_models
+from fact_fast.models import describe_models, get_model_config
 from fact_fast.utils import distributed as du
 from fact_fast.utils.checkpoint import CheckpointError
 
@@ -35,6 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
+    if not cfg.resume:
+        # the model's options are checked before any data is read (a resumed run uses the stored ones)
+        try:
+            get_model_config(cfg.model, **model_overrides(cfg))
+        except (ValueError, TypeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         require_logger_packages(cfg.logger)
     except ImportError as exc:

@@ -504,8 +504,9 @@ def test_class_aware_sampler_draws_classes_at_random():
 # -- through the engine -----------------------------------------------------------------------------------
 TINY_RUN = ["--backbone", "test_resnet", "--image-size", "32", "--dataset-kwargs", "num_samples=32",
             "--batch-size", "16", "--epochs", "1", "--no-progress", "--threads", "1", "--warmup-epochs", "0.5"]
-EXTRA = {"mlgcn": ["--gcn-hidden", "32"], "mlgcn_experts": ["--gcn-hidden", "32", "--sampler", "cycle",
-                                                            "--model-kwargs", "attention_ff_dim=64"]}
+EXTRA = {"mlgcn": ["--model-kwargs", "gcn_hidden=32"],
+         "mlgcn_experts": ["--model-kwargs", "gcn_hidden=32", "--sampler", "cycle",
+                           "--model-kwargs", "attention_ff_dim=64"]}
 
 
 @pytest.mark.parametrize("name", BASELINES)
@@ -517,12 +518,12 @@ def test_train_then_evaluate_round_trip(name, tmp_path, capsys):
         row = json.loads(fh.readline())
     assert row["step"] == 2 and math.isfinite(row["train_total"])
     best = load_checkpoint(str(out / "best.pt"))
-    assert best["model_spec"]["name"] == name and best["model_spec"]["config"]["backbone"] == "test_resnet"
+    assert best.model_spec["name"] == name and best.model_spec["config"]["backbone"] == "test_resnet"
     out_json = tmp_path / "val.json"
     assert evaluate.main([str(out / "best.pt"), "--split", "val", "--out", str(out_json), "--no-progress"]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["model"] == name and metrics["num_samples"] == 32
-    assert metrics["mAP"] == pytest.approx(best["metrics"]["val"]["mAP"], abs=1e-6)
+    assert metrics["mAP"] == pytest.approx(best.metrics["val"]["mAP"], abs=1e-6)
 
 
 def test_list_models_and_model_option_errors(tmp_path, capsys):
@@ -530,9 +531,12 @@ def test_list_models_and_model_option_errors(tmp_path, capsys):
     listed = capsys.readouterr().out
     for name in BASELINES:
         assert name in listed
-    # a FACT-only flag on a baseline is refused with the option's name
-    assert train.main(["--model", "mlgcn", "--loss", "bce", "--out", str(tmp_path / "bad")] + TINY_RUN) == 2
-    assert "loss" in capsys.readouterr().err
+    # a FACT-only option on a baseline is refused with the option's name and the model's options
+    bad = ["--model", "mlgcn", "--model-kwargs", "loss=bce", "--out", str(tmp_path / "bad")]
+    assert train.main(bad + TINY_RUN) == 2
+    err = capsys.readouterr().err
+    assert "has no option(s) ['loss']" in err and "gcn_hidden" in err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_python_m_train_trains_a_baseline(tmp_path):

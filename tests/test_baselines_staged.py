@@ -826,17 +826,17 @@ def test_ldr_runs_both_stages_from_one_command(ldr_run, tmp_path):
     best = load_checkpoint(os.path.join(ldr_run, "best.pt"))
     with open(os.path.join(ldr_run, "stages.json")) as fh:
         selected = json.load(fh)["selected"]
-    assert best["stage"] == selected and best["eval_views"] is False
+    assert best.stage == selected and best.eval_views is False
     assert {"metrics_test-decouple.json", "metrics_test-reconstruct.json"} <= files
     # stage 2 started from stage 1's best weights: its Gaussians are the class statistics of the
     # best-decouple.pt model over the training set (eval transform), recomputed here
     stage1 = load_checkpoint(os.path.join(ldr_run, "best-decouple.pt"))
-    assert stage1["stage"] == "decouple"
-    model = model_from_spec(stage1["model_spec"], stage1["model"])
+    assert stage1.stage == "decouple"
+    model = model_from_spec(stage1.model_spec, stage1.model)
     ds = build_dataset("synthetic", "train", image_size=32, seed=0, train=False, num_samples=32)
     loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=collate)
     model.estimate_gaussians(loader)
-    last = load_checkpoint(os.path.join(ldr_run, "last.pt"))["model"]
+    last = load_checkpoint(os.path.join(ldr_run, "last.pt")).model
     for key in ("gaussian_mean", "gaussian_scale", "sample_prob"):
         torch.testing.assert_close(last[key], getattr(model, key), rtol=1e-4, atol=1e-5)
     assert torch.equal(last["gaussian_count"], model.gaussian_count) and bool(last["reconstructing"])
@@ -845,7 +845,7 @@ def test_ldr_runs_both_stages_from_one_command(ldr_run, tmp_path):
     assert evaluate.main([os.path.join(ldr_run, "best.pt"), "--split", "val", "--out", str(out_json),
                           "--no-progress"]) == 0
     metrics = json.loads(out_json.read_text())
-    assert metrics["model"] == "ldr" and metrics["mAP"] == pytest.approx(best["metrics"]["val"]["mAP"], abs=1e-6)
+    assert metrics["model"] == "ldr" and metrics["mAP"] == pytest.approx(best.metrics["val"]["mAP"], abs=1e-6)
 
 
 def test_ldr_second_stage_alone_and_its_resume_are_exact(ldr_run, tmp_path, capsys):
@@ -867,11 +867,11 @@ def test_ldr_second_stage_alone_and_its_resume_are_exact(ldr_run, tmp_path, caps
     a = load_checkpoint(str(dirs["straight"] / "last.pt"))
     b = load_checkpoint(str(dirs["resumed"] / "last.pt"))
     # the stage started from the copied best-decouple.pt: the same Gaussians as the one-command run's
-    one_command = load_checkpoint(os.path.join(ldr_run, "last.pt"))["model"]
+    one_command = load_checkpoint(os.path.join(ldr_run, "last.pt")).model
     for key in ("gaussian_mean", "gaussian_scale", "gaussian_count", "sample_prob"):
-        torch.testing.assert_close(a["model"][key], one_command[key], rtol=1e-5, atol=1e-6)
-    assert (a["stage"], a["epoch"], a["step"]) == (b["stage"], b["epoch"], b["step"]) == ("reconstruct", 2, 4)
-    weights_equal(a["model"], b["model"])
+        torch.testing.assert_close(a.model[key], one_command[key], rtol=1e-5, atol=1e-6)
+    assert (a.stage, a.epoch, a.step) == (b.stage, b.epoch, b.step) == ("reconstruct", 2, 4)
+    weights_equal(a.model, b.model)
     assert [r["epoch"] for r in read_log(str(dirs["resumed"]))] == [1, 2]
     # a --stage run writes best.pt too
     assert os.path.isfile(dirs["straight"] / "best.pt") and os.path.isfile(dirs["straight"] / "best-reconstruct.pt")
@@ -884,17 +884,17 @@ def test_chexfusion_two_stages_on_single_image_studies(tmp_path):
     assert {"best-backbone.pt", "best-fusion.pt", "best.pt"} <= set(os.listdir(out))
     assert [r["stage"] for r in read_log(str(out))] == ["backbone", "fusion"]
     best = load_checkpoint(str(out / "best-fusion.pt"))
-    assert best["stage"] == "fusion" and best["eval_views"] is True and bool(best["model"]["fusion_active"])
+    assert best.stage == "fusion" and best.eval_views is True and bool(best.model["fusion_active"])
     # the fusion stage started from stage 1's best weights and never moved the backbone
-    stage1 = load_checkpoint(str(out / "best-backbone.pt"))["model"]
+    stage1 = load_checkpoint(str(out / "best-backbone.pt")).model
     for k, v in stage1.items():
         if k.startswith(("backbone.", "head.")):
-            assert torch.equal(best["model"][k], v), k
+            assert torch.equal(best.model[k], v), k
     out_json = tmp_path / "val.json"
     assert evaluate.main([str(out / "best-fusion.pt"), "--split", "val", "--out", str(out_json),
                           "--no-progress"]) == 0
     metrics = json.loads(out_json.read_text())
-    assert metrics["num_samples"] == 32 and metrics["mAP"] == pytest.approx(best["metrics"]["val"]["mAP"], abs=1e-6)
+    assert metrics["num_samples"] == 32 and metrics["mAP"] == pytest.approx(best.metrics["val"]["mAP"], abs=1e-6)
 
 
 def test_chexfusion_on_two_view_synthetic_studies(tmp_path):
@@ -909,12 +909,12 @@ def test_chexfusion_on_two_view_synthetic_studies(tmp_path):
     # 32 studies of 2 views, batch 16: 2 steps in either stage
     assert [(r["stage"], r["step"]) for r in log] == [("backbone", 2), ("fusion", 2)]
     fusion = load_checkpoint(str(out / "best-fusion.pt"))
-    assert fusion["eval_views"] is True and bool(fusion["model"]["fusion_active"])
+    assert fusion.eval_views is True and bool(fusion.model["fusion_active"])
     for name in ("backbone", "fusion"):
         with open(out / f"metrics_test-{name}.json") as fh:
             assert json.load(fh)["num_samples"] == 32
     # the fusion model scores a study from both views: dropping one changes its scores
-    model = model_from_spec(fusion["model_spec"], fusion["model"]).eval()
+    model = model_from_spec(fusion.model_spec, fusion.model).eval()
     ds = build_dataset("synthetic", "val", image_size=32, num_samples=4, views=2, train=False)
     images = torch.stack([ds[i][0] for i in range(4)])
     with torch.no_grad():
@@ -949,10 +949,10 @@ def test_proto_contrast_train_then_evaluate_round_trip(tmp_path):
     row = read_log(str(out))[0]
     assert row["step"] == 2 and {"train_bce", "train_apcl"} <= set(row)
     best = load_checkpoint(str(out / "best.pt"))
-    assert int(best["model"]["prototype_updates"].sum()) > 0
+    assert int(best.model["prototype_updates"].sum()) > 0
     out_json = tmp_path / "val.json"
     assert evaluate.main([str(out / "best.pt"), "--split", "val", "--out", str(out_json), "--no-progress"]) == 0
-    assert json.loads(out_json.read_text())["mAP"] == pytest.approx(best["metrics"]["val"]["mAP"], abs=1e-6)
+    assert json.loads(out_json.read_text())["mAP"] == pytest.approx(best.metrics["val"]["mAP"], abs=1e-6)
 
 
 def test_paper_recipes_as_config_presets():

@@ -20,7 +20,7 @@ def test_rows_run_compare_and_resume(tmp_path, capsys):
         table = fh.read()
     assert "| fact | fact_tiny | 2 |" in table and "| cnn_bce | resnet50_bce | 2 |" in table
     record = json.load(open(os.path.join(out, "batch.json")))
-    assert record["rows"]["fact"]["returncode"] == 0 and "--no-vq" not in record["rows"]["fact"]["command"]
+    assert record["rows"]["fact"]["returncode"] == 0 and "--model-kwargs" not in record["rows"]["fact"]["command"]
     assert "--backbone fact_resnet_tiny --out-index 3" in record["rows"]["cnn_bce"]["command"]
     assert record["environment"]["device"] and record["environment"]["torch"]
 

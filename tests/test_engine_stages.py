@@ -118,13 +118,13 @@ def test_every_stage_is_evaluated_and_best_is_chosen_on_validation(honest):
     vals = {s["stage"]: s["val"] for s in report["stages"]}
     for name in ("first", "second"):
         ck = load_checkpoint(os.path.join(honest, f"best-{name}.pt"))
-        assert vals[name] == pytest.approx(ck["best_metric"])
+        assert vals[name] == pytest.approx(ck.best_metric)
         test = read_json(os.path.join(honest, f"metrics_test-{name}.json"))
         assert test["stage"] == name and test["split"] == "test"
-        assert test["val_mAP"] == pytest.approx(ck["metrics"]["val"]["mAP"])
+        assert test["val_mAP"] == pytest.approx(ck.metrics["val"]["mAP"])
     expected = "second" if vals["second"] >= vals["first"] else "first"
     assert report["selected"] == expected
-    assert load_checkpoint(os.path.join(honest, "best.pt"))["stage"] == expected
+    assert load_checkpoint(os.path.join(honest, "best.pt")).stage == expected
     chosen = read_json(os.path.join(honest, "metrics_test.json"))
     assert chosen["stage"] == expected
     assert chosen["mAP"] == pytest.approx(read_json(os.path.join(honest, f"metrics_test-{expected}.json"))["mAP"])
@@ -137,9 +137,9 @@ def test_a_second_stage_that_loses_on_validation_is_not_reported(sabotaged, caps
     assert report["selected"] == "first"
     best = load_checkpoint(os.path.join(sabotaged, "best.pt"))
     first = load_checkpoint(os.path.join(sabotaged, "best-first.pt"))
-    assert best["stage"] == "first"
-    for k, v in first["model"].items():
-        assert torch.equal(best["model"][k], v), k
+    assert best.stage == "first"
+    for k, v in first.model.items():
+        assert torch.equal(best.model[k], v), k
     test = read_json(os.path.join(sabotaged, "metrics_test.json"))
     second = read_json(os.path.join(sabotaged, "metrics_test-second.json"))
     # the reversed ranking is worse on test too, and is not what the run reports

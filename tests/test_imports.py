@@ -7,7 +7,7 @@ Three rules keep the package readable from the bottom up (the layer table of doc
   :data:`LAYERS`); two packages of one layer (``nn``, ``data`` and ``testing``; ``_extension``
   and ``kernels``; the applications) do not import each other;
 * an intra-package import inside a function is allowed only where :data:`LOCAL_ALLOWED` says why
-  it must load lazily (an optional heavy dependency), or while it is listed in :data:`PENDING`.
+  it must load lazily (an optional heavy dependency).
 """
 from __future__ import annotations
 
@@ -57,14 +57,6 @@ LOCAL_ALLOWED = {
     ("fact_fast.selftest", "fact_fast.testing.environment"): "imports fact_fast.ops: after TRITON_INTERPRET",
     ("fact_fast.selftest", "fact_fast.testing.run"): "imports fact_fast.ops: after TRITON_INTERPRET",
 }
-
-# PENDING: function-local imports in files other work is changing now; they move to module level
-# in a follow-up (then their entries go). Each is downward, so it breaks no layer.
-PENDING = {
-    ("fact_fast.engine.trainer", "fact_fast.metrics"),
-    ("fact_fast.engine.trainer", "fact_fast.utils.checkpoint"),
-}
-
 
 def _modules() -> dict[str, Path]:
     """Module name -> source file, for fact_fast/ and the checkout's kernels/ (fact_fast.kernels)."""
@@ -163,9 +155,8 @@ def test_no_upward_import():
 def test_function_local_imports_are_only_the_listed_lazy_ones():
     local = {(a, b): line for a, b, is_local, line in EDGES if is_local}
     unlisted = [f"{MODULES[a].relative_to(ROOT)}:{line}: {a} imports {b} inside a function"
-                for (a, b), line in sorted(local.items()) if (a, b) not in LOCAL_ALLOWED and (a, b) not in PENDING]
+                for (a, b), line in sorted(local.items()) if (a, b) not in LOCAL_ALLOWED]
     assert not unlisted, ("import these at module level, or list them in LOCAL_ALLOWED with the reason they "
                           "must load lazily:\n" + "\n".join(unlisted))
-    stale = sorted(set(LOCAL_ALLOWED) - set(local)) + sorted(PENDING - set(local))
+    stale = sorted(set(LOCAL_ALLOWED) - set(local))
     assert not stale, f"entries no import needs any more (delete them): {stale}"
-    assert not set(LOCAL_ALLOWED) & PENDING

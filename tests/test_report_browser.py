@@ -107,12 +107,12 @@ def test_report_renders_in_a_browser(browser, report_dir):
     ckpt = load_checkpoint(os.path.join(run, "best.pt"))
     test = json.load(open(os.path.join(run, "metrics_test.json")))
     cells = {row[0][1]: row[1][1] for row in summary["rows"]}
-    assert cells["test mAP"] == f"{100 * test['mAP']:.2f}" and cells["classes"] == str(len(ckpt["class_names"]))
+    assert cells["test mAP"] == f"{100 * test['mAP']:.2f}" and cells["classes"] == str(len(ckpt.class_names))
     with open(os.path.join(out, "thresholds.csv"), newline="") as fh:
         expected = list(csv.reader(fh))
     rows = thresholds["rows"]
     assert [c[1] for c in rows[0]] == expected[0] and {c[0] for c in rows[0]} == {"TH"}
-    assert [r[0][1] for r in rows[1:]] == ckpt["class_names"]
+    assert [r[0][1] for r in rows[1:]] == ckpt.class_names
     assert all(len(r) == len(expected[0]) and all(c[2] > 0 for c in r) for r in rows)  # every cell laid out
     assert thresholds["width"] > 400 and thresholds["height"] > 20 * len(rows)
 

@@ -33,7 +33,7 @@ def _log(out):
 
 
 def _weights(path):
-    return {k: v for k, v in load_checkpoint(path)["model"].items()
+    return {k: v for k, v in load_checkpoint(path).model.items()
             if isinstance(v, torch.Tensor) and v.is_floating_point()}
 
 
@@ -103,7 +103,7 @@ def test_sigkill_mid_epoch_then_resume_auto_matches_uninterrupted_run(tmp_path):
                          cwd=ROOT, env={**ENV, "KILL_AT": "18"}, timeout=600)
     assert res.returncode == -signal.SIGKILL, res.stdout[-2000:] + res.stderr[-2000:]
     assert [r["epoch"] for r in _log(killed)] == [1]
-    assert load_checkpoint(os.path.join(killed, "last.pt"))["epoch"] == 1
+    assert load_checkpoint(os.path.join(killed, "last.pt")).epoch == 1
     _run([sys.executable, "-m", "fact_fast.train", "--out", killed, "--resume", "auto", "--no-progress"])
     a, b = _log(clean), _log(killed)
     assert [r["epoch"] for r in b] == [1, 2, 3]

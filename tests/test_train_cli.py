@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fact_fast import evaluate, train
-from fact_fast.config import parse_config
-from fact_fast.utils.checkpoint import atomic_save, load_checkpoint, CheckpointError
+from fact_fast.config import config_from_dict, parse_config
+from fact_fast.utils.checkpoint import SCHEMA_VERSION, CheckpointError, RunCheckpoint, atomic_save, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--model", "fact_test", "--image-size", "32", "--dataset-kwargs", "num_samples=64",
@@ -53,12 +53,12 @@ def test_train_smoke_outputs(trained, capsys):
         test = json.load(fh)
     assert test["num_samples"] == 64 and 0 <= test["mAP"] <= 1 and test["split"] == "test"
     ck = load_checkpoint(os.path.join(trained, "last.pt"))
-    assert ck["epoch"] == 2 and ck["step"] == 8
-    assert ck["config"]["model"] == "fact_test" and ck["model_spec"]["config"]["backbone"] == "test_resnet"
-    assert ck["model_spec"]["name"] == "fact_test" and ck["class_names"] == ck["model_spec"]["task"]["class_names"]
+    assert ck.epoch == 2 and ck.step == 8
+    assert ck.config["model"] == "fact_test" and ck.model_spec["config"]["backbone"] == "test_resnet"
+    assert ck.model_spec["name"] == "fact_test" and ck.class_names == ck.model_spec["task"]["class_names"]
     best = load_checkpoint(os.path.join(trained, "best.pt"))
-    assert len(best["thresholds"]["f1"]) == len(best["class_names"]) == len(best["thresholds"]["youden"])
-    assert best["preprocessing"]["image_size"] == 32 and best["default_threshold"] == 0.5
+    assert len(best.thresholds["f1"]) == len(best.class_names) == len(best.thresholds["youden"])
+    assert best.preprocessing["image_size"] == 32 and best.default_threshold == 0.5
 
 
 def test_evaluate_checkpoint(trained, tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_evaluate_checkpoint(trained, tmp_path, capsys):
     assert metrics["split"] == "val" and metrics["num_samples"] == 64
     # same checkpoint, same split -> the same numbers as the training run's validation
     ck = load_checkpoint(os.path.join(trained, "best.pt"))
-    assert metrics["mAP"] == pytest.approx(ck["metrics"]["val"]["mAP"], abs=1e-6)
+    assert metrics["mAP"] == pytest.approx(ck.metrics["val"]["mAP"], abs=1e-6)
 
 
 def test_resume_continues_and_matches_uninterrupted_run(trained, tmp_path):
@@ -86,24 +86,25 @@ def test_resume_continues_and_matches_uninterrupted_run(trained, tmp_path):
     log = read_log(out)
     assert [r["epoch"] for r in log] == [1, 2] and log[1]["step"] == 8
     ck = load_checkpoint(os.path.join(out, "last.pt"))
-    assert ck["epoch"] == 2
+    assert ck.epoch == 2
     # model, optimizer, scheduler, RNG and data order restored: same weights as 2 epochs straight
     ref = load_checkpoint(os.path.join(trained, "last.pt"))
-    for k, v in ref["model"].items():
+    for k, v in ref.model.items():
         if v.is_floating_point():
-            assert torch.allclose(v, ck["model"][k], atol=1e-5), k
+            assert torch.allclose(v, ck.model[k], atol=1e-5), k
     # auto-resume from --out when everything is done: nothing more to train, log unchanged
     assert train.main(TINY + ["--out", out, "--resume", "auto", "--epochs", "2", "--no-eval-test"]) == 0
     assert len(read_log(out)) == 2
 
 
 def test_ablation_flags_reach_model(tmp_path):
-    out = run_train(tmp_path, "--epochs", "1", "--no-vq", "--no-gcn", "--loss", "bce", "--max-steps", "2",
-                    "--no-eval-test", "--membership", "cosine")
+    out = run_train(tmp_path, "--epochs", "1", "--model-kwargs", "use_vq=false", "--model-kwargs", "use_gcn=false",
+                    "--model-kwargs", "loss=bce", "--max-steps", "2", "--no-eval-test",
+                    "--model-kwargs", "membership=cosine")
     ck = load_checkpoint(os.path.join(out, "last.pt"))
-    mc = ck["model_spec"]["config"]
+    mc = ck.model_spec["config"]
     assert (mc["use_vq"], mc["use_gcn"], mc["loss"], mc["membership"]) == (False, False, "bce", "cosine")
-    assert ck["step"] == 2
+    assert ck.step == 2
     assert "codebook_usage" not in read_log(out)[0]
 
 
@@ -137,6 +138,56 @@ def test_evaluate_friendly_errors(tmp_path, capsys):
         load_checkpoint(str(other))
 
 
+def _tiny_checkpoint() -> RunCheckpoint:
+    return RunCheckpoint(model={"w": torch.arange(3.0)}, model_spec={"name": "fact_test", "config": {"dim": 8}},
+                         stage="train", stage_index=0, epoch=2, step=8, best_metric=0.5, metrics={"val": {"mAP": 0.5}},
+                         config={"model": "fact_test", "seed": 3}, class_names=["a", "b"],
+                         thresholds={"f1": [0.1, 0.2]}, rng={"python": None})
+
+
+def test_run_checkpoint_round_trip(tmp_path):
+    ck = _tiny_checkpoint()
+    path = ck.save(str(tmp_path / "ck.pt"))
+    raw = torch.load(path, weights_only=False)
+    assert raw["version"] == SCHEMA_VERSION and "path" not in raw and "file_version" not in raw
+    back = RunCheckpoint.load(path)
+    assert back.path == path and back.file_version == SCHEMA_VERSION
+    assert torch.equal(back.model["w"], ck.model["w"])
+    for name in ("model_spec", "stage", "stage_index", "epoch", "step", "best_metric", "metrics", "config",
+                 "class_names", "thresholds", "default_threshold", "ema"):
+        assert getattr(back, name) == getattr(ck, name), name
+    # a run directory means its best.pt (else last.pt)
+    ck.save(str(tmp_path / "run" / "last.pt"))
+    assert RunCheckpoint.load(str(tmp_path / "run")).path.endswith("last.pt")
+
+
+def test_run_checkpoint_without_version_key_loads(tmp_path, capsys):
+    old = {k: v for k, v in _tiny_checkpoint().to_dict().items() if k not in ("version", "groups", "rng", "ema")}
+    old["training_state"] = None
+    path = tmp_path / "old.pt"
+    torch.save(old, str(path))
+    ck = RunCheckpoint.load(str(path))
+    assert ck.file_version is None and ck.epoch == 2 and ck.groups is None and ck.training_state == {}
+    # it can be evaluated, not resumed
+    assert train.main(["--resume", str(path), "--no-progress"]) == 2
+    assert "old.pt: checkpoint version None cannot be resumed" in capsys.readouterr().err
+
+
+def test_run_checkpoint_refuses_other_versions_and_files(tmp_path):
+    future = tmp_path / "future.pt"
+    torch.save(dict(_tiny_checkpoint().to_dict(), version=SCHEMA_VERSION + 1), str(future))
+    with pytest.raises(ValueError, match=rf"{future}: checkpoint version {SCHEMA_VERSION + 1} is newer"):
+        RunCheckpoint.load(str(future))
+    first = tmp_path / "v1.pt"
+    torch.save({"version": 1, "model": {}, "model_config": {}}, str(first))
+    with pytest.raises(ValueError, match=r"v1.pt was written by an older fact_fast .*no model_spec"):
+        RunCheckpoint.load(str(first))
+    weights = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(1)}, str(weights))
+    with pytest.raises(ValueError, match=rf"{weights} is not a fact_fast training checkpoint"):
+        RunCheckpoint.load(str(weights))
+
+
 def test_config_precedence_and_bad_options(tmp_path, capsys):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("epochs: 7\nlr: 0.01\nno_such_option: 1\n")
@@ -147,9 +198,10 @@ def test_config_precedence_and_bad_options(tmp_path, capsys):
     cfg, explicit = parse_config(["--config", str(cfg_file), "--epochs", "3"])
     assert (cfg.epochs, cfg.lr, cfg.batch_size) == (3, 0.01, 8)
     jf = tmp_path / "c.json"
-    jf.write_text(json.dumps({"membership": "cosine"}))
-    assert parse_config(["--config", str(jf)])[0].membership == "cosine"
-    for argv in (["--membership", "rbf"], ["--epochs", "many"], ["--frobnicate"], ["--backend", "gpu"]):
+    jf.write_text(json.dumps({"model_kwargs": {"membership": "cosine"}}))
+    assert parse_config(["--config", str(jf), "--model-kwargs", "dim=16"])[0].model_kwargs == {"membership": "cosine",
+                                                                                             "dim": 16}
+    for argv in (["--epochs", "many"], ["--frobnicate"], ["--backend", "gpu"]):
         with pytest.raises(SystemExit) as exc:
             parse_config(argv)
         assert exc.value.code == 2
@@ -179,9 +231,48 @@ def test_help(module):
     assert res.returncode == 0, res.stderr
     assert "usage:" in res.stdout
     if module == "fact_fast.train":
-        for opt in ("--dataset", "--model", "--epochs", "--resume", "--no-vq", "--no-gcn", "--membership",
-                    "--loss", "--backend", "--amp", "--nvtx", "--max-steps", "--config", "--no-progress"):
+        for opt in ("--dataset", "--model", "--model-kwargs", "--epochs", "--resume", "--backend", "--amp", "--nvtx",
+                    "--max-steps", "--config", "--no-progress"):
             assert opt in res.stdout, opt
+        for gone in ("--no-vq", "--membership", "--logit-scale", "--codebook-size"):
+            assert gone not in res.stdout, gone
     else:
         for opt in ("--split", "--out", "--batch-size", "--device", "--data-root"):
             assert opt in res.stdout, opt
+
+
+def test_model_options_are_model_kwargs(tmp_path, capsys):
+    # the removed per-model flags name their replacement
+    for argv, hint in ((["--no-vq"], "--model-kwargs use_vq=false"), (["--dim", "64"], "--model-kwargs dim=VALUE"),
+                       (["--logit-scale=3"], "--model-kwargs logit_scale=VALUE")):
+        with pytest.raises(SystemExit) as exc:
+            parse_config(argv)
+        assert exc.value.code == 2 and hint in capsys.readouterr().err, argv
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("membership: cosine\nepochs: 2\n")
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(cfg_file)])
+    assert "membership is a model option; give it under model_kwargs: {membership: 'cosine'}" in \
+        capsys.readouterr().err
+    # an unknown model option stops before any data is read, naming it and listing the model's options
+    out = tmp_path / "bad"
+    assert train.main(TINY + ["--model-kwargs", "dimm=8", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has no option(s) ['dimm']" in err and "codebook_size" in err and not out.exists()
+    # a bad value is the model config's error
+    assert train.main(TINY + ["--model-kwargs", "membership=rbf", "--out", str(out)]) == 2
+    assert "membership must be one of" in capsys.readouterr().err
+
+
+def test_stored_configs_with_model_fields_still_load(trained, tmp_path, capsys):
+    stored = {"model": "fact_test", "epochs": 2, "vq": False, "dim": 16, "alpha": None, "loss": "bce",
+              "model_kwargs": {"dim": 32}, "label_graph": {"edges": 3}, "skipped": {}}
+    cfg = config_from_dict(stored)
+    assert cfg.model_kwargs == {"use_vq": False, "dim": 32, "loss": "bce"} and cfg.epochs == 2
+    # a checkpoint whose configuration holds them evaluates as before
+    ck = load_checkpoint(os.path.join(trained, "best.pt"))
+    ck.config = {**ck.config, "vq": None, "gcn": None, "dim": None, "membership": None, "threshold": None}
+    path = ck.save(str(tmp_path / "old" / "best.pt"))
+    out_json = tmp_path / "val.json"
+    assert evaluate.main([path, "--split", "val", "--out", str(out_json), "--no-progress"]) == 0
+    assert json.loads(out_json.read_text())["mAP"] == pytest.approx(ck.metrics["val"]["mAP"], abs=1e-6)

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -106,7 +106,7 @@ def read_csv(path):
 def test_training_writes_test_scores_that_match_best_pt(fact_run):
     scores, targets, names = load_scores(os.path.join(fact_run, TEST_SCORES_FILE))
     model, ckpt = load_trained_model(os.path.join(fact_run, "best.pt"))
-    assert names == ckpt["class_names"] and scores.shape == targets.shape == (64, len(names))
+    assert names == ckpt.class_names and scores.shape == targets.shape == (64, len(names))
     again, t2 = score_checkpoint_split(model, ckpt, "test")
     np.testing.assert_allclose(again, scores, atol=1e-6)
     np.testing.assert_array_equal(t2, targets)
@@ -120,8 +120,8 @@ def test_stored_thresholds_round_trip(fact_run, method):
     """best.pt's thresholds are choose_thresholds of best.pt's own validation scores, exactly."""
     model, ckpt = load_trained_model(os.path.join(fact_run, "best.pt"))
     scores, targets = score_checkpoint_split(model, ckpt, "val")
-    expected = choose_thresholds(scores, targets, method=method, default=ckpt["default_threshold"])
-    np.testing.assert_array_equal(np.asarray(ckpt["thresholds"][method], dtype=np.float64), expected)
+    expected = choose_thresholds(scores, targets, method=method, default=ckpt.default_threshold)
+    np.testing.assert_array_equal(np.asarray(ckpt.thresholds[method], dtype=np.float64), expected)
 
 
 def test_predict_val_f1_thresholds_reproduce_the_best_validation_f1(fact_run, tmp_path):
@@ -130,7 +130,7 @@ def test_predict_val_f1_thresholds_reproduce_the_best_validation_f1(fact_run, tm
     out = tmp_path / "val.csv"
     assert predict.main([fact_run, "dataset:val", "--out", str(out), "--thresholds", "val-f1", "--no-progress"]) == 0
     ckpt = load_checkpoint(os.path.join(fact_run, "best.pt"))
-    names, thr = ckpt["class_names"], np.asarray(ckpt["thresholds"]["f1"], dtype=np.float64)
+    names, thr = ckpt.class_names, np.asarray(ckpt.thresholds["f1"], dtype=np.float64)
     rows = read_csv(out)
     scores = np.array([[float(r[f"score:{c}"]) for c in names] for r in rows])
     calls = np.array([[int(r[f"positive:{c}"]) for c in names] for r in rows])
@@ -163,7 +163,7 @@ def test_predict_csv_rows_columns_and_errors(fact_run, images_dir, tmp_path, cap
     missing = str(images_dir / "missing.png")
     rc = predict.main([fact_run, str(images_dir), missing, "--out", str(out), "--no-progress", "--batch-size", "3"])
     assert rc == 0
-    names = load_checkpoint(os.path.join(fact_run, "best.pt"))["class_names"]
+    names = load_checkpoint(os.path.join(fact_run, "best.pt")).class_names
     rows = read_csv(out)
     with open(out) as fh:
         header = next(csv.reader(fh))
@@ -194,7 +194,7 @@ def test_predict_csv_rows_columns_and_errors(fact_run, images_dir, tmp_path, cap
 
 
 def test_predict_json_and_csv_input(fact_run, images_dir, tmp_path):
-    names = load_checkpoint(os.path.join(fact_run, "best.pt"))["class_names"]
+    names = load_checkpoint(os.path.join(fact_run, "best.pt")).class_names
     listing = tmp_path / "list.csv"
     rel = os.path.relpath(images_dir / "ok1.png", tmp_path)
     with open(listing, "w", newline="") as fh:
@@ -206,7 +206,7 @@ def test_predict_json_and_csv_input(fact_run, images_dir, tmp_path):
                          "--no-progress"]) == 0
     data = json.loads(out.read_text())
     assert data["class_names"] == names and data["threshold_mode"] == "val-youden"
-    assert data["thresholds"] == load_checkpoint(os.path.join(fact_run, "best.pt"))["thresholds"]["youden"]
+    assert data["thresholds"] == load_checkpoint(os.path.join(fact_run, "best.pt")).thresholds["youden"]
     (row,) = data["predictions"]
     assert os.path.samefile(row["path"], images_dir / "ok1.png") and row["error"] == ""
     assert [row[f"positive:{c}"] for c in names] == [int(row[f"score:{c}"] > t)
@@ -240,7 +240,7 @@ def test_predict_bad_inputs_name_the_problem(fact_run, images_dir, tmp_path, cap
 
 def test_dataset_split_with_another_label_set_is_refused(fact_run):
     ckpt = load_checkpoint(os.path.join(fact_run, "best.pt"))
-    other = dict(ckpt, class_names=["Pneumonia"] + ckpt["class_names"][1:])
+    other = replace(ckpt, class_names=["Pneumonia"] + ckpt.class_names[1:])
     with pytest.raises(ValueError, match=r"missing \['Pneumonia'\], unexpected \['Effusion'\]"):
         checkpoint_dataset(other, "val")
 
@@ -300,7 +300,7 @@ def test_explain_classes_top1_from_the_command_line(weak_run, tmp_path):
                            str(expl), "--explain-classes", "top1", "--out", str(out)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    names = load_checkpoint(os.path.join(weak_run, "best.pt"))["class_names"]
+    names = load_checkpoint(os.path.join(weak_run, "best.pt")).class_names
     rows = read_csv(out)
     n = len(checkpoint_dataset(load_checkpoint(os.path.join(weak_run, "best.pt")), "test"))
     assert len(rows) == n > 0 and all(r["error"] == "" for r in rows)
@@ -322,8 +322,8 @@ def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
     """positive / topK / names, for FACT's interface attention and for Grad-CAM alike."""
     run_dir = request.getfixturevalue(run)
     model, ckpt = load_trained_model(os.path.join(run_dir, "best.pt"))
-    names = ckpt["class_names"]
-    pipeline = ImagePipeline.from_dict(ckpt["preprocessing"])
+    names = ckpt.class_names
+    pipeline = ImagePipeline.from_dict(ckpt.preprocessing)
     ds = checkpoint_dataset(ckpt, "test")
     candidates = torch.stack([ds[i][0] for i in range(min(8, len(ds)))])
     with torch.no_grad():
@@ -341,7 +341,7 @@ def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
     thresholds[top0] = np.nextafter(float(scores[0, top0]), -np.inf)
 
     expl = tmp_path / "positive"
-    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl)) == 1
+    assert write_explanations(model, ckpt.class_names, pipeline, items, scores, thresholds, str(expl)) == 1
     first, second = json.loads((expl / "explanations.json").read_text())
     assert first["positives"] == [names[top0]] and [p["class"] for p in first["classes"]] == [names[top0]]
     assert second["positives"] == [] and second["classes"] == []
@@ -349,7 +349,7 @@ def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
     assert sorted(os.listdir(expl)) == sorted(["explanations.json", first["classes"][0]["heatmap"]])
 
     expl = tmp_path / "top3"
-    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl), "top3") == 6
+    assert write_explanations(model, ckpt.class_names, pipeline, items, scores, thresholds, str(expl), "top3") == 6
     records = json.loads((expl / "explanations.json").read_text())
     for i, record in enumerate(records):
         order = sorted(range(len(names)), key=lambda c: (-float(scores[i, c]), c))[:3]
@@ -362,14 +362,15 @@ def test_explain_classes_choose_what_is_drawn(run, tmp_path, request):
 
     expl = tmp_path / "names"
     wanted = [names[-1], names[0]]
-    assert write_explanations(model, ckpt, pipeline, items, scores, thresholds, str(expl), ",".join(wanted)) == 4
+    assert write_explanations(model, ckpt.class_names, pipeline, items, scores, thresholds, str(expl),
+                              ",".join(wanted)) == 4
     for record in json.loads((expl / "explanations.json").read_text()):
         assert [p["class"] for p in record["classes"]] == wanted
         assert record["method"] == ("interface attention" if run == "fact_run" else "Grad-CAM")
 
 
 def test_explain_classes_bad_values_name_the_option(fact_run, images_dir, tmp_path, capsys):
-    names = load_checkpoint(os.path.join(fact_run, "best.pt"))["class_names"]
+    names = load_checkpoint(os.path.join(fact_run, "best.pt")).class_names
     for bad, message in (("top0", "K must be between 1"), (f"top{len(names) + 1}", "K must be between 1"),
                          ("Effusion,Nodulee", "unknown class name(s) ['Nodulee']"), ("", "--explain-classes"),
                          ("best", "unknown class name(s) ['best']")):
@@ -404,7 +405,7 @@ def _explain_planted(model, tmp_path, pipeline, class_names):
     scores, errors, kept = predict_images(model, items, keep=1)
     assert errors == [""]
     thresholds = np.array([-1.0] + [2.0] * (len(class_names) - 1))  # class 0 positive, whatever its score
-    assert write_explanations(model, {"class_names": class_names}, pipeline, [(0, str(path), kept[0])], scores,
+    assert write_explanations(model, class_names, pipeline, [(0, str(path), kept[0])], scores,
                               thresholds, str(tmp_path / "expl")) == 1
     (record,) = json.loads((tmp_path / "expl" / "explanations.json").read_text())
     (p,) = record["classes"]
@@ -511,9 +512,9 @@ def test_report_fact(fact_run, tmp_path, capsys):
     ckpt = load_checkpoint(os.path.join(fact_run, "best.pt"))
     rows = list(csv.reader(open(out / "thresholds.csv")))
     assert rows[0][:5] == ["class", "group", "train prevalence %", "fixed threshold", "fixed test F1 %"]
-    assert [r[0] for r in rows[1:]] == ckpt["class_names"]
+    assert [r[0] for r in rows[1:]] == ckpt.class_names
     col = rows[0].index("val-f1 threshold")
-    np.testing.assert_allclose([float(r[col]) for r in rows[1:]], ckpt["thresholds"]["f1"], atol=1e-4)
+    np.testing.assert_allclose([float(r[col]) for r in rows[1:]], ckpt.thresholds["f1"], atol=1e-4)
 
 
 def test_report_recomputes_missing_scores(fact_run, tmp_path):
@@ -583,9 +584,9 @@ def test_export_matches_pytorch(run, fmt, tmp_path, request, capsys):
     assert diff <= 1e-4
     side = json.loads(open(out + ".json").read())
     model, ckpt = load_trained_model(os.path.join(run_dir, "best.pt"))
-    assert side["class_names"] == ckpt["class_names"]
-    assert side["preprocessing"] == json.loads(json.dumps(ckpt["preprocessing"]))
-    assert side["thresholds"]["val-f1"] == ckpt["thresholds"]["f1"]
+    assert side["class_names"] == ckpt.class_names
+    assert side["preprocessing"] == json.loads(json.dumps(ckpt.preprocessing))
+    assert side["thresholds"]["val-f1"] == ckpt.thresholds["f1"]
     assert side["max_abs_diff"] == pytest.approx(diff, rel=1e-2)
     # independent check on real test images, batch size 5 (traced with 2)
     ds = checkpoint_dataset(ckpt, "test")

@@ -166,23 +166,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "image"
 
 
-def write_explanations(model, ckpt: dict, pipeline, items: list, scores: np.ndarray, thresholds: np.ndarray,
+def write_explanations(model, class_names: list, pipeline, items: list, scores: np.ndarray, thresholds: np.ndarray,
                        out_dir: str, classes: str | tuple = "positive") -> int:
-    """For each ``(row, name, image [3, S, S])`` of ``items`` and each class that ``classes`` picks
-    for ``scores[row]`` (an ``--explain-classes`` value or a :func:`parse_explain_classes` result;
-    default: the positive classes, ``score > threshold`` as ``predict``), an overlay PNG
-    ``<row>_<image>__<class>.png``: the model input with the heatmap, enlarged by
-    :func:`display_scale`, colours spanning the map's own minimum..maximum (kept as
-    ``heat_range``). Plus ``explanations.json``: per image the method, the feature grid (h, w) the
-    map comes from, ``positives`` (the names of its positive classes) and ``classes``: per explained
-    class its score, threshold, whether it is positive, PNG, ``peak_xy`` (where the evidence
-    peaks, in model-input pixels, x right, y down: the centre of the hottest feature cell when the
-    model gives its own map, else the hottest pixel) and, for FACT, the codebook ``atoms`` that
-    carried the evidence. An image with nothing to explain (no positive class) gets a ``note``
-    saying so instead. Returns the number of PNGs written."""
+    """For each ``(row, name, image [3, S, S])`` of ``items`` and each class (``class_names``: the
+    checkpoint's, in score order) that ``classes`` picks for ``scores[row]`` (an ``--explain-classes``
+    value or a :func:`parse_explain_classes` result; default: the positive classes, ``score >
+    threshold`` as ``predict``), an overlay PNG ``<row>_<image>__<class>.png``: the model input with the
+    heatmap, enlarged by :func:`display_scale`, colours spanning the map's own minimum..maximum (kept as
+    ``heat_range``). Plus ``explanations.json``: per image the method, the feature grid (h, w) the map
+    comes from, ``positives`` (the names of its positive classes) and ``classes``: per explained class
+    its score, threshold, whether it is positive, PNG, ``peak_xy`` (where the evidence peaks, in
+    model-input pixels, x right, y down: the centre of the hottest feature cell when the model gives its
+    own map, else the hottest pixel) and, for FACT, the codebook ``atoms`` that carried the evidence. An
+    image with nothing to explain (no positive class) gets a ``note`` saying so instead. Returns the
+    number of PNGs written."""
     from PIL import Image
 
-    class_names = list(ckpt["class_names"])
+    class_names = list(class_names)
     selection = parse_explain_classes(classes, class_names) if isinstance(classes, str) else classes
     os.makedirs(out_dir, exist_ok=True)
     factor = display_scale(pipeline.image_size)

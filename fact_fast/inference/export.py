@@ -116,7 +116,7 @@ def export_model(checkpoint: str, fmt: str, out: str, *, atol: float = 1e-4, ops
     if fmt == "onnx":
         _require("onnx", "onnxruntime")
     model, ckpt = load_trained_model(checkpoint, "cpu")
-    pipeline = ImagePipeline.from_dict(ckpt["preprocessing"])
+    pipeline = ImagePipeline.from_dict(ckpt.preprocessing)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     example = sample_batch(pipeline, TRACE_BATCH, seed=1)
     frozen = _trace(model, example)
@@ -135,14 +135,14 @@ def export_model(checkpoint: str, fmt: str, out: str, *, atol: float = 1e-4, ops
     if problem:
         os.remove(out)  # never leave an export behind that failed its check
         raise ExportError(f"{out}: the exported model {problem}; removed")
-    thresholds = {mode: t.tolist() for mode, t in available_thresholds(ckpt, len(ckpt["class_names"])).items()}
-    sidecar = {"format": fmt, "file": os.path.basename(out), "checkpoint": ckpt["_path"],
-               "model": ckpt["model_spec"].get("name"), "class_names": list(ckpt["class_names"]),
+    thresholds = {mode: t.tolist() for mode, t in available_thresholds(ckpt, len(ckpt.class_names)).items()}
+    sidecar = {"format": fmt, "file": os.path.basename(out), "checkpoint": ckpt.path,
+               "model": ckpt.model_spec.get("name"), "class_names": list(ckpt.class_names),
                "preprocessing": pipeline.to_dict(), "thresholds": thresholds,
                "decision": "positive when score > threshold",
                "input": {"name": "images", "shape": ["batch", 3, pipeline.image_size, pipeline.image_size],
                          "dtype": "float32"},
-               "output": {"name": "scores", "shape": ["batch", len(ckpt["class_names"])], "dtype": "float32"},
+               "output": {"name": "scores", "shape": ["batch", len(ckpt.class_names)], "dtype": "float32"},
                "max_abs_diff": diff, "check_batch": CHECK_BATCH, "torch_version": torch.__version__}
     if fmt == "onnx":
         sidecar["opset"] = opset

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from fact_fast.utils.checkpoint import RunCheckpoint
+
 __all__ = ["THRESHOLD_CHOICES", "positive_calls", "thresholds_of", "available_thresholds"]
 
-# threshold mode -> key of ckpt["thresholds"] (None: the model's default threshold for every class)
+# threshold mode -> key of ckpt.thresholds (None: the model's default threshold for every class)
 THRESHOLD_CHOICES = {"fixed": None, "val-f1": "f1", "val-youden": "youden"}
 
 
@@ -23,7 +25,7 @@ def positive_calls(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return s > t[None, :]
 
 
-def thresholds_of(ckpt: dict, mode: str, num_classes: int) -> np.ndarray:
+def thresholds_of(ckpt: RunCheckpoint, mode: str, num_classes: int) -> np.ndarray:
     """Per-class thresholds float64 ``[C]`` for ``mode`` (one of :data:`THRESHOLD_CHOICES`): the
     checkpoint's default threshold, or the ones chosen on the validation split at training time.
     Raises ValueError when the checkpoint stores none for ``mode`` (only a best.pt written after
@@ -32,10 +34,10 @@ def thresholds_of(ckpt: dict, mode: str, num_classes: int) -> np.ndarray:
         raise ValueError(f"thresholds must be one of {list(THRESHOLD_CHOICES)}, got {mode!r}")
     key = THRESHOLD_CHOICES[mode]
     if key is None:
-        return np.full(num_classes, float(ckpt["default_threshold"]), dtype=np.float64)
-    stored = (ckpt.get("thresholds") or {}).get(key)
+        return np.full(num_classes, float(ckpt.default_threshold), dtype=np.float64)
+    stored = (ckpt.thresholds or {}).get(key)
     if stored is None:
-        raise ValueError(f"thresholds: {ckpt.get('_path', 'the checkpoint')} has no {mode} thresholds (only a "
+        raise ValueError(f"thresholds: {ckpt.path or 'the checkpoint'} has no {mode} thresholds (only a "
                          f"best.pt written after a validation pass stores them); use --thresholds fixed")
     values = np.asarray(stored, dtype=np.float64)
     if values.shape != (num_classes,) or not np.all(np.isfinite(values)):
@@ -43,7 +45,7 @@ def thresholds_of(ckpt: dict, mode: str, num_classes: int) -> np.ndarray:
     return values
 
 
-def available_thresholds(ckpt: dict, num_classes: int) -> dict[str, np.ndarray]:
+def available_thresholds(ckpt: RunCheckpoint, num_classes: int) -> dict[str, np.ndarray]:
     """``{mode: thresholds float64 [C]}`` for every mode of :data:`THRESHOLD_CHOICES` the
     checkpoint can give (``fixed`` always), in that order."""
     found = {}

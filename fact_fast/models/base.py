@@ -280,6 +280,10 @@ def describe_models() -> dict:
 
 
 def get_model_config(name: str, **overrides: Any):
+    """The registered configuration of model ``name`` with ``overrides`` (``--model-kwargs``)
+    applied; the config class's ``__post_init__`` validates the values. Raises ValueError naming an
+    unknown option and listing the model's options. An int given for a float option (``alpha=1``
+    from the command line) becomes a float."""
     if name not in _REGISTRY:
         raise ValueError(f"model: unknown model {name!r}; available: {list_models()}")
     cls, cfg, _ = _REGISTRY[name]
@@ -287,6 +291,8 @@ def get_model_config(name: str, **overrides: Any):
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"model {name!r} ({cls.__name__}) has no option(s) {unknown}; its options: {sorted(known)}")
+    overrides = {k: float(v) if isinstance(getattr(cfg, k), float) and type(v) is int else v
+                 for k, v in overrides.items()}
     return replace(cfg, **overrides)
 
 

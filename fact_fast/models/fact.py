@@ -122,7 +122,7 @@ class FACTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown FACTConfig fields: {sorted(unknown)}")
+            raise ValueError(f"FACTConfig has no option(s) {sorted(unknown)}; its options: {sorted(known)}")
         return cls(**d)
 
 

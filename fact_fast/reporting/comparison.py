@@ -70,7 +70,7 @@ def _model_cost(run_dir: str) -> tuple[int | None, float | None]:
         return None, None
     model, ckpt = load_trained_model(path, "cpu")
     params = sum(p.numel() for p in model.parameters())
-    size = int(ckpt["preprocessing"]["image_size"])
+    size = int(ckpt.preprocessing["image_size"])
     with ops.use_backend("reference"), FlopCounterMode(display=False) as fc, torch.no_grad():
         model(torch.zeros(1, 3, size, size))
     return params, fc.get_total_flops() / 2

@@ -7,6 +7,8 @@ import html
 import os
 from dataclasses import dataclass
 
+from fact_fast.utils.checkpoint import RunCheckpoint
+
 from .statistics import fmt_pct
 
 __all__ = ["Section", "render_page"]
@@ -23,17 +25,17 @@ class Section:
     caption: str
 
 
-def render_page(run_dir: str, ckpt: dict, metrics: dict, source: str, label: str, sections: list,
+def render_page(run_dir: str, ckpt: RunCheckpoint, metrics: dict, source: str, label: str, sections: list,
                 table: list) -> str:
     """The report's HTML: a summary table (run, model, dataset, best checkpoint, test metrics under
     the thresholds ``label`` names, where the test ``source`` scores came from), each
     :class:`Section` with its figure embedded, and the threshold ``table`` (rows of strings, the
     first the header)."""
     e = html.escape
-    cfg = ckpt.get("config", {})
-    summary = [("run", os.path.abspath(run_dir)), ("model", ckpt["model_spec"].get("name")),
-               ("dataset", cfg.get("dataset")), ("best checkpoint", f"stage {ckpt.get('stage')}, epoch "
-                                                                    f"{ckpt.get('epoch')}"),
+    cfg = ckpt.config
+    summary = [("run", os.path.abspath(run_dir)), ("model", ckpt.model_spec.get("name")),
+               ("dataset", cfg.get("dataset")), ("best checkpoint", f"stage {ckpt.stage}, epoch "
+                                                                    f"{ckpt.epoch}"),
                ("test images", metrics["num_samples"]), ("classes", metrics["num_classes"]),
                ("test mAP", fmt_pct(metrics["mAP"])), ("test macro AUC", fmt_pct(metrics["macro_auc"])),
                (f"test F1 micro / macro ({label})", f"{fmt_pct(metrics['f1_micro'])} / "

@@ -9,7 +9,7 @@ import numpy as np
 from fact_fast.engine import TEST_SCORES_FILE, load_scores, save_scores
 from fact_fast.inference import code_counts, load_trained_model, score_checkpoint_split, thresholds_of
 from fact_fast.metrics import compute_metrics
-from fact_fast.utils.checkpoint import BEST
+from fact_fast.utils.checkpoint import BEST, RunCheckpoint
 
 from .figures import png_bytes
 from .page import Section, render_page
@@ -19,24 +19,24 @@ from .statistics import read_log, threshold_table
 __all__ = ["build_report", "load_test_scores"]
 
 
-def load_test_scores(run_dir: str, model, ckpt: dict, *, batch_size: int | None = None, data_root: str | None = None,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+def load_test_scores(run_dir: str, model, ckpt: RunCheckpoint, *, batch_size: int | None = None,
+                     data_root: str | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     """The test scores and targets float32 ``[N, C]`` of ``run_dir`` and where they came from:
     its ``scores_test.npz`` when present, else recomputed from ``model`` on the checkpoint's test
     split (and saved there unless the directory is read-only)."""
     path = os.path.join(run_dir, TEST_SCORES_FILE)
     if os.path.isfile(path):
         scores, targets, names = load_scores(path)
-        if names != list(ckpt["class_names"]):
-            raise ValueError(f"{path}: its classes differ from {ckpt['_path']}'s; delete it to recompute")
+        if names != list(ckpt.class_names):
+            raise ValueError(f"{path}: its classes differ from {ckpt.path}'s; delete it to recompute")
         return scores, targets, f"read from {TEST_SCORES_FILE}"
     scores, targets = score_checkpoint_split(model, ckpt, "test", batch_size=batch_size, data_root=data_root,
                                              progress=progress)
     try:
-        save_scores(path, scores, targets, ckpt["class_names"])
+        save_scores(path, scores, targets, ckpt.class_names)
     except OSError:
         pass  # a read-only run directory: the scores are simply recomputed next time
-    return scores, targets, f"recomputed from {os.path.basename(ckpt['_path'])} (no {TEST_SCORES_FILE})"
+    return scores, targets, f"recomputed from {os.path.basename(ckpt.path)} (no {TEST_SCORES_FILE})"
 
 
 def build_report(run_dir: str, out_dir: str | None = None, *, thresholds: str = "fixed", device: str = "auto",
@@ -50,12 +50,12 @@ def build_report(run_dir: str, out_dir: str | None = None, *, thresholds: str = 
     model, ckpt = load_trained_model(os.path.join(run_dir, BEST), device)
     out_dir = out_dir or os.path.join(run_dir, "report")
     os.makedirs(out_dir, exist_ok=True)
-    names = list(ckpt["class_names"])
+    names = list(ckpt.class_names)
     log = read_log(os.path.join(run_dir, "metrics.jsonl"))
     scores, targets, source = load_test_scores(run_dir, model, ckpt, batch_size=batch_size, data_root=data_root,
                                           progress=progress)
     thr = thresholds_of(ckpt, thresholds, len(names))
-    metrics = compute_metrics(scores, targets, threshold=thr, class_names=names, groups=ckpt.get("groups"))
+    metrics = compute_metrics(scores, targets, threshold=thr, class_names=names, groups=ckpt.groups)
     codes = code_counts(model, ckpt, batch_size=batch_size, data_root=data_root, progress=progress)
     run = RunResults(ckpt, names, log, scores, targets, source, thresholds, thr, metrics, codes)
     sections = []

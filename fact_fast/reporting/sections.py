@@ -7,6 +7,7 @@ from typing import Iterator
 import numpy as np
 
 from fact_fast.inference import positive_calls
+from fact_fast.utils.checkpoint import RunCheckpoint
 
 from .figures import (fig_ap_auc_vs_prevalence, fig_class_curves, fig_codebook, fig_cooccurrence, fig_label_graph,
                       fig_reliability, fig_training_curves)
@@ -25,7 +26,7 @@ class RunResults:
     thresholds. ``codes``: per-atom counts int64 ``[K]`` over the test split, or None.
     """
 
-    ckpt: dict
+    ckpt: RunCheckpoint
     names: list
     log: list
     scores: np.ndarray
@@ -38,16 +39,16 @@ class RunResults:
 
     @property
     def prevalence(self) -> list:
-        return list(self.ckpt.get("train_prevalence") or [None] * len(self.names))
+        return list(self.ckpt.train_prevalence or [None] * len(self.names))
 
     @property
     def groups(self):
-        return self.ckpt.get("groups")
+        return self.ckpt.groups
 
 
-def threshold_label(ckpt: dict, mode: str) -> str:
+def threshold_label(ckpt: RunCheckpoint, mode: str) -> str:
     """How the report names the thresholds of ``mode`` (a ``predict --thresholds`` value)."""
-    return {"fixed": f"fixed threshold {float(ckpt['default_threshold']):g}",
+    return {"fixed": f"fixed threshold {float(ckpt.default_threshold):g}",
             "val-f1": "validation F1-optimal thresholds",
             "val-youden": "validation Youden thresholds"}[mode]
 
@@ -94,7 +95,7 @@ def report_figures(run: RunResults) -> Iterator[tuple]:
                f"How many feature positions of the test images were assigned to each atom of the codebook (the "
                f"atomic visual space), by index (left) and sorted (right): {used} of {len(run.codes)} atoms "
                f"used, perplexity {perplexity:.1f} (the number of equally used atoms with the same entropy).")
-    graph = run.ckpt.get("label_graph")
+    graph = run.ckpt.label_graph
     if graph and graph.get("edge_list") is not None:
         yield (fig_label_graph(graph, names, run.prevalence, run.groups), "label_graph.png", "Label graph",
                f"The comorbidity graph the model was given, built from the training labels "

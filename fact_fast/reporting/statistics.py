@@ -9,6 +9,7 @@ import numpy as np
 
 from fact_fast.inference import available_thresholds
 from fact_fast.metrics import compute_metrics
+from fact_fast.utils.checkpoint import RunCheckpoint
 
 __all__ = ["read_log", "cooccurrence", "reliability_bins", "circular_layout", "codebook_usage", "threshold_table",
            "fmt_pct"]
@@ -80,7 +81,7 @@ def codebook_usage(counts: np.ndarray) -> tuple[int, float]:
     return used, float(np.exp(-(nz * np.log(nz)).sum())) if nz.size else 0.0
 
 
-def threshold_table(ckpt: dict, scores: np.ndarray, targets: np.ndarray, names: list, groups) -> list:
+def threshold_table(ckpt: RunCheckpoint, scores: np.ndarray, targets: np.ndarray, names: list, groups) -> list:
     """Rows of strings (the first the header): class, group, train prevalence, and per threshold
     mode the checkpoint stores, its value and the test F1 it gives."""
     modes = list(available_thresholds(ckpt, len(names)).items())
@@ -89,7 +90,7 @@ def threshold_table(ckpt: dict, scores: np.ndarray, targets: np.ndarray, names: 
     for mode, _ in modes:
         head += [f"{mode} threshold", f"{mode} test F1 %"]
     rows = [head]
-    prev = ckpt.get("train_prevalence") or [None] * len(names)
+    prev = ckpt.train_prevalence or [None] * len(names)
     for c, name in enumerate(names):
         row = [name, (groups or [""] * len(names))[c], fmt_pct(prev[c])]
         for mode, t in modes:
