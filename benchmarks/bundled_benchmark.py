@@ -4,16 +4,18 @@ dataset, then tabulated with ``python -m fact_fast.compare``.
 
 Every run uses the default recipe (20 epochs at 64 px, the val split picks the checkpoint, the test
 split is reported) and the same trunk as ``fact_tiny`` (``fact_resnet_tiny``, stage 3, stride 16,
-16 feature positions), except ``mlgcn_experts``, whose experts split the trunk's last stage. Rows whose ``summary.json`` already exists are skipped, so an interrupted
-batch resumes where it stopped::
+16 feature positions), except ``mlgcn_experts``, whose experts split the trunk's last stage. Rows
+whose ``summary.json`` already exists are skipped, so an interrupted batch resumes where it
+stopped::
 
     python -m benchmarks.bundled_benchmark                       # every row, seeds 0 1 2, 2 jobs
     python -m benchmarks.bundled_benchmark --rows fact fact_no_vq --jobs 1
     python -m benchmarks.bundled_benchmark --list
 
 Outputs: ``OUT/<row>/`` (the runs, one ``seed<k>`` folder each), ``OUT/<row>.log``,
-``OUT/batch.json`` (commands, wall time per row, the environment of :func:`benchmarks.run.environment`) and ``OUT/compare/`` (the tables and
-plots of :mod:`fact_fast.compare`).
+``OUT/batch.json`` (commands, wall time per row, the environment of
+:func:`benchmarks.run.environment`) and ``OUT/compare/`` (the tables and plots of
+:mod:`fact_fast.compare`).
 """
 from __future__ import annotations
 

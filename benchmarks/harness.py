@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -115,7 +115,7 @@ def run_case(case: Case, backends: list[str], device: torch.device, dtype: torch
         result["results"][name] = entry
     ref = result["results"].get("reference", {}).get("forward", {}).get("median_ms")
     ref_fb = result["results"].get("reference", {}).get("forward_backward", {}).get("median_ms")
-    for name, entry in result["results"].items():
+    for entry in result["results"].values():
         if ref and "forward" in entry:
             entry["speedup_vs_reference"] = ref / entry["forward"]["median_ms"]
         if ref_fb and "forward_backward" in entry:

@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from fact_fast.reporting.comparison import (collect_run, comparison_table, plot_per_class_ap, plot_summary_bars,
                                             to_markdown, write_csv)

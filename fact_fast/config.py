@@ -11,7 +11,8 @@ import json
 import os
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 __all__ = ["TrainConfig", "build_parser", "parse_config", "load_config_file", "model_overrides", "config_from_dict",
            "TRUNK_FIELDS", "LEGACY_MODEL_FIELDS"]
@@ -279,7 +280,7 @@ def load_config_file(path: str) -> dict:
     if not os.path.isfile(path):
         hint = f" (shipped presets: {', '.join(preset_names())})" if preset_names() else ""
         raise FileNotFoundError(f"config file not found: {path}{hint}")
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         text = fh.read()
     if path.endswith(".json"):
         data = json.loads(text)

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from fact_fast import ops
 from fact_fast.data import ImagePipeline

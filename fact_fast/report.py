@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from fact_fast.inference import THRESHOLD_CHOICES
 from fact_fast.reporting import build_report

@@ -23,7 +23,7 @@ import json
 import math
 import os
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

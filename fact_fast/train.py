@@ -10,7 +10,7 @@ Multi-GPU/multi-node: launch with ``torchrun``. The engine is :mod:`fact_fast.en
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

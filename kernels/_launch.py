@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import triton
@@ -60,7 +60,7 @@ def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _autotuner(kernel, configs: tuple, key: tuple[str, ...]):
     return triton.autotune(configs=[triton.Config(dict(kw), num_warps=w, num_stages=s) for kw, w, s in configs],
                            key=list(key))(kernel)
@@ -89,7 +89,7 @@ def launch(kernel, grid: tuple | Callable[[dict], tuple], *args, configs: Sequen
             _autotuner(kernel, frozen, tuple(key))[grid](*args, **constexprs, enable_fp_fusion=FP_FUSION)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiprocessors(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 

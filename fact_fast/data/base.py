@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import warnings
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -97,10 +97,10 @@ class MultiLabelDataset(torch.utils.data.Dataset):
     channels: str = "gray"
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
-    patient_ids: Optional[Sequence[str]] = None
-    study_ids: Optional[Sequence[str]] = None
+    patient_ids: Sequence[str] | None = None
+    study_ids: Sequence[str] | None = None
 
-    transform: Optional[Callable] = None
+    transform: Callable | None = None
 
     # Per-sample attributes (length N, aligned with ``labels``) that :meth:`keep_samples`
     # re-indexes; a reader with more of them (image names, views...) extends the tuple.
@@ -143,7 +143,7 @@ class MultiLabelDataset(torch.utils.data.Dataset):
         """Reader options that change the decoded pixels (hashed into the cache key)."""
         return {}
 
-    def cache_key(self) -> Optional[dict]:
+    def cache_key(self) -> dict | None:
         """What the decoded images depend on (JSON-serialisable: reader, split, channels, pixel
         options, one source file per sample), hashed by the on-disk image cache
         (:mod:`fact_fast.data.cache`): defined for readers of files (a ``paths`` attribute);

@@ -5,7 +5,7 @@ patient/study/series component of a CT scan (RSNA-IHD).
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 

@@ -7,7 +7,7 @@ uint8 ``[H, W]`` / ``[H, W, 3]`` array and returns float32 ``[3, S, S]``, normal
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -68,7 +68,7 @@ class ImagePipeline:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ImagePipeline":
+    def from_dict(cls, d: dict) -> ImagePipeline:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from fact_fast.config import TrainConfig
 from fact_fast.metrics import format_metrics_table

@@ -32,7 +32,7 @@ import json
 import math
 import numbers
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from fact_fast.config import LOGGER_CHOICES
 

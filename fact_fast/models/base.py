@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -73,7 +74,7 @@ class TaskInfo:
                 "graph": self.graph, "prevalence": self.prevalence, "num_train": self.num_train}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TaskInfo":
+    def from_dict(cls, d: dict) -> TaskInfo:
         return cls(**{k: d[k] for k in ("class_names", "label_embeddings", "graph", "prevalence", "num_train")
                       if k in d})
 

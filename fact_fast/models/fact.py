@@ -118,7 +118,7 @@ class FACTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FACTConfig":
+    def from_dict(cls, d: dict) -> FACTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -23,7 +23,7 @@ import functools
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

@@ -6,7 +6,7 @@ and a bad call fails the same way whichever backend would have run it.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -14,7 +14,7 @@ the dependence of the degrees on the values.
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -177,7 +177,7 @@ class CSRGraph:
             self._derived.transposed = transpose_csr(self.rowptr, self.col, self.num_nodes)
         return self._derived.transposed
 
-    def to(self, device: torch.device | str) -> "CSRGraph":
+    def to(self, device: torch.device | str) -> CSRGraph:
         """A copy on ``device`` (no re-validation; caches are rebuilt there on first use)."""
         value = None if self.value is None else self.value.to(device)
         return CSRGraph(self.rowptr.to(device), self.col.to(device), value, self.num_nodes, validate=False)

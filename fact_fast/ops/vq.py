@@ -17,7 +17,6 @@ index (bitwise reproducible) instead of float atomics; the CPU backend is always
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
@@ -212,7 +211,7 @@ def vq_quantize_triton(z: torch.Tensor, codebook: torch.Tensor, beta: float, det
 
 @torch.library.custom_op("fact_fast::vq_residual_backward_triton", mutates_args=())
 def vq_residual_backward_triton(z: torch.Tensor, codebook: torch.Tensor, index: torch.Tensor,
-                                grad_out: Optional[torch.Tensor], z_weight: torch.Tensor,
+                                grad_out: torch.Tensor | None, z_weight: torch.Tensor,
                                 codebook_weight: torch.Tensor, deterministic: bool
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
     from fact_fast.kernels import vq as kernels

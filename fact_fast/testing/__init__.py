@@ -1,5 +1,5 @@
 """The op-checking harness (``fact_fast.testing``): every fused backend of every op against the
-reference, shared by the test suite (``tests/op_utils.py``), ``python -m fact_fast.selftest`` and
+reference, shared by the test suite (``tests/helpers/op_utils.py``), ``python -m fact_fast.selftest`` and
 the benchmarks, so a backend passes the same bar in CI, on a user's machine and in a benchmark.
 
 ==============  ===================================================================================

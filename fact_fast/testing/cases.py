@@ -4,7 +4,7 @@ and a pair of zero-argument callables (fused, reference) that run the case forwa
 for timing. The cases are :data:`fact_fast.testing.matrix.CASES`; inputs are deterministic."""
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

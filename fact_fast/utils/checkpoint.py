@@ -78,7 +78,7 @@ class RunCheckpoint:
         return atomic_save(self.to_dict(), path)
 
     @classmethod
-    def from_dict(cls, d: Any, path: str | None = None) -> "RunCheckpoint":
+    def from_dict(cls, d: Any, path: str | None = None) -> RunCheckpoint:
         """Map a stored dict (this version or one without a version key) onto the fields. Raises
         :class:`CheckpointError` naming ``path`` for anything else."""
         where = path or "the checkpoint"
@@ -102,7 +102,7 @@ class RunCheckpoint:
         return cls(**values, path=path, file_version=version)
 
     @classmethod
-    def load(cls, path: str, map_location: str | torch.device = "cpu") -> "RunCheckpoint":
+    def load(cls, path: str, map_location: str | torch.device = "cpu") -> RunCheckpoint:
         """Read ``path`` (a checkpoint file, or a run directory: its ``best.pt``, else ``last.pt``).
         Raises :class:`CheckpointError` (a ValueError) naming the file when it is missing, corrupt,
         not a run checkpoint, or of a newer version."""

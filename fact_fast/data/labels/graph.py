@@ -95,7 +95,7 @@ class LabelGraph:
                 "add_self_loops": self.add_self_loops, "method": self.method, "params": dict(self.params)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LabelGraph":
+    def from_dict(cls, d: dict) -> LabelGraph:
         value = d.get("value")
         return cls(torch.tensor(d["rowptr"], dtype=torch.int64), torch.tensor(d["col"], dtype=torch.int64),
                    None if value is None else torch.tensor(value, dtype=torch.float32),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import math
 from operator import itemgetter
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 __all__ = ["UNCERTAIN_POLICIES", "BLANK_POLICIES", "LabelDecoder", "read_csv", "column_index",
            "parse_views", "require_nonempty"]
