@@ -67,7 +67,7 @@ def odir_fixture(root):
 
 def rsna_fixture(root):
     pytest.importorskip("pydicom")
-    from test_data_rsna_ihd import write_dicom
+    from tests.data.test_data_rsna_ihd import write_dicom
 
     y = _labels(len(RSNA_IHD_CLASS_NAMES) - 1, 3)
     (root / "stage_2_train").mkdir()
@@ -86,7 +86,7 @@ def rsna_fixture(root):
 
 
 def cxr_lt_fixture(root):
-    from test_data_cxr_lt import rel_path, write_split
+    from tests.data.test_data_cxr_lt import rel_path, write_split
 
     y = _labels(len(CXR_LT_CLASS_NAMES), 4, p=0.1)
     image_root = root / "physionet.org" / "files" / "mimic-cxr-jpg" / "2.0.0"

@@ -157,7 +157,7 @@ def test_seeds_summary_has_every_stage(tmp_path):
 
 
 def test_bad_lr_scales_are_refused():
-    from model_utils import ring_task
+    from tests.helpers.model_utils import ring_task
 
     model = TwoStageToy(ToyConfig(head_lr_scale=0.0), ring_task(3))
     with pytest.raises(ValueError, match="lr_scales"):

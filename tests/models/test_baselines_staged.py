@@ -926,7 +926,7 @@ def test_chexfusion_on_two_view_synthetic_studies(tmp_path):
 def test_chexfusion_fuses_the_views_of_cxr_lt_studies(tmp_path):
     """A CXR-LT fixture (MIMIC layout): studies of 1, 2 and 5 views. Stage 2 batches studies of up to
     4 views; evaluation groups the views the same way (the 5-view study is cut to 4, not refused)."""
-    from test_data_cxr_lt import TRAIN, make_tree
+    from tests.data.test_data_cxr_lt import TRAIN, make_tree
 
     root, _, _ = make_tree(tmp_path)
     out = tmp_path / "run"

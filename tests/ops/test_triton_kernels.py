@@ -18,7 +18,7 @@ import torch
 from tests.helpers import REPO_ROOT as ROOT
 
 KERNELS = os.path.join(ROOT, "kernels")
-ALLOWED_IMPORTS = {"__future__", "torch", "triton", "os", "contextlib", "functools", "typing", "math"}
+ALLOWED_IMPORTS = {"__future__", "torch", "triton", "os", "contextlib", "functools", "typing", "collections", "math"}
 
 
 def _kernel_files():
@@ -88,7 +88,7 @@ def test_installed_kernels_win_over_a_sibling_kernels_directory(tmp_path):
 
 def test_setup_installs_kernels_as_fact_fast_kernels():
     src = open(os.path.join(ROOT, "setup.py")).read()
-    assert '"fact_fast.kernels": "kernels"' in src and '+ ["fact_fast.kernels"]' in src
+    assert '"fact_fast.kernels": "kernels"' in src and '+ ["fact_fast.kernels", "fact_fast.configs"]' in src
 
 
 # --- launches: device and compile options ------------------------------------------------------
