@@ -32,6 +32,7 @@ def _cutlass_include() -> str | None:
     return module.find_include()
 
 
+@pytest.mark.slow  # compiles two host programs with nvcc
 @pytest.mark.parametrize("program", ["vq_cutlass_layout_check", "attention_cutlass_layout_check"])
 def test_cute_layout_facts(tmp_path, program):
     cuda_home, cutlass = _script_output("cuda_home.py"), _cutlass_include()
