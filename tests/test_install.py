@@ -52,7 +52,9 @@ def installed(tmp_path_factory):
     python = env_dir / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
+    # this interpreter's site directories and any it reaches through .pth files (not this checkout)
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    deps |= {p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")}
     with open(os.path.join(site, "dependencies.pth"), "w") as fh:
         fh.write("\n".join(sorted(deps)) + "\n")
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
