@@ -19,6 +19,7 @@ import pytest
 from fact_fast.data.labels.sets import NIH_CLASS_NAMES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_PRESETS = sorted(f[:-5] for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".yaml"))
 CLIS = ["fact-train", "fact-evaluate", "fact-predict", "fact-report", "fact-export", "fact-compare",
         "fact-selftest"]
 
@@ -79,15 +80,14 @@ def test_the_wheel_is_imported_not_the_checkout(installed, tmp_path):
 
 
 def test_the_installed_package_finds_every_shipped_preset(installed, tmp_path):
-    shipped = sorted(f[:-5] for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".yaml"))
-    assert shipped
+    assert SHIPPED_PRESETS
     code = ("from fact_fast.config import PRESETS_DIR, preset_names, load_config_file\n"
             "print(PRESETS_DIR); print(','.join(preset_names()))\n"
             "for name in preset_names(): load_config_file(name)\n")
     done = _run(installed, [str(installed / "bin" / "python"), "-c", code], tmp_path)
     assert done.returncode == 0, done.stderr
     where, names = done.stdout.split()
-    assert where.startswith(str(installed)) and names.split(",") == shipped
+    assert where.startswith(str(installed)) and names.split(",") == SHIPPED_PRESETS
 
 
 def test_the_installed_package_has_its_shipped_label_embeddings(installed, tmp_path):
@@ -112,5 +112,4 @@ def test_every_cli_is_a_console_script(installed, tmp_path, cli):
 
 def test_a_preset_is_found_by_name_from_the_console_script(installed, tmp_path):
     done = _run(installed, [str(installed / "bin" / "fact-train"), "--help"], tmp_path)
-    shipped = sorted(f[:-5] for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".yaml"))
-    assert all(name in done.stdout for name in shipped), done.stdout
+    assert all(name in done.stdout for name in SHIPPED_PRESETS), done.stdout

@@ -95,10 +95,9 @@ class RunCheckpoint:
         names = {f.name for f in fields(cls)} - set(cls._NOT_STORED)
         values = {k: v for k, v in d.items() if k in names}
         # None where an old writer had no value: the field's default
-        for f in fields(cls):
-            if f.name in values and values[f.name] is None and f.name in ("training_state", "metrics", "config",
-                                                                          "class_names"):
-                values.pop(f.name)
+        for name in ("training_state", "metrics", "config", "class_names"):
+            if name in values and values[name] is None:
+                del values[name]
         return cls(**values, path=path, file_version=version)
 
     @classmethod
