@@ -61,10 +61,41 @@ def test_query_init_std():
 
 
 @pytest.mark.parametrize("bad", [{"point_logit": "linear"}, {"label_embedding_transform": "whiten"},
-                                 {"query_init_std": 0.0}])
+                                 {"query_init_std": 0.0}, {"token_dropout": 1.0}, {"token_dropout": -0.1},
+                                 {"head_lr_scale": 0.0}])
 def test_bad_options_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         tiny(**bad)
+
+
+def test_token_dropout_drops_whole_positions_in_training_only():
+    model = tiny(token_dropout=0.5, use_vq=False)
+    x = images()
+    seen = {}
+    model.interface.register_forward_hook(lambda m, args, out: seen.__setitem__("v", args[0].detach()))
+    model.eval()
+    mu_eval = model(x).scores
+    z, _ = model.features(x)
+    assert torch.equal(seen["v"], z)
+    assert torch.equal(tiny(use_vq=False).eval()(x).scores, mu_eval)  # eval ignores the option
+    model.train()
+    torch.manual_seed(5)
+    model(x)
+    v, z = seen["v"], model.features(x)[0]
+    dropped = (v == 0).all(-1)                                 # [B, M]: a position is dropped whole
+    kept = ~dropped
+    assert 0 < int(dropped.sum()) < dropped.numel()
+    assert torch.allclose(v[kept], 2 * z[kept], atol=1e-5)    # rescaled by 1 / (1 - p)
+
+
+def test_head_lr_scale_multiplies_every_parameter_after_the_trunk():
+    model = tiny(head_lr_scale=0.25, codebook_lr_scale=2.0)
+    lr = {id(p): g["lr"] for g in model.param_groups(1e-3, 1e-4) for p in g["params"]}
+    for name, p in model.named_parameters():
+        want = 1e-3 if name.startswith("backbone.") else 0.25e-3 * (2.0 if name == "vq.codebook" else 1.0)
+        assert lr[id(p)] == pytest.approx(want), name
+    assert {id(p) for p in model.parameters()} == set(lr)
+    assert tiny().lr_scales() == {}
 
 
 def test_logit_bias_is_learned_through_the_point_loss():
