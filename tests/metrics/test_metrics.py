@@ -306,32 +306,53 @@ def test_choose_thresholds_hand_example_f1_vs_youden():
     scores = np.arange(15, 0, -1, dtype=float)[:, None]
     y = np.zeros((15, 1))
     y[[0, 1, 4]] = 1
-    assert choose_thresholds(scores, y, "f1") == pytest.approx([13.5])
-    assert choose_thresholds(scores, y, "youden") == pytest.approx([10.5])
+    assert choose_thresholds(scores, y, "f1", min_examples=1) == pytest.approx([13.5])
+    assert choose_thresholds(scores, y, "youden", min_examples=1) == pytest.approx([10.5])
 
 
 def test_choose_thresholds_ties_unknowns_and_defaults():
     # equal F1 (2/3) for the top-1 cut and for all-positive: the higher threshold wins
     s = np.array([[0.9], [0.7], [0.5], [0.3]])
-    assert choose_thresholds(s, np.array([[1], [0], [0], [1]]), "f1") == pytest.approx([0.8])
+    assert choose_thresholds(s, np.array([[1], [0], [0], [1]]), "f1", min_examples=1) == pytest.approx([0.8])
     # tied scores form one cut; predicting all is best, threshold just under the lowest score
-    thr = choose_thresholds(np.array([[0.8], [0.8], [0.3]]), np.array([[1.0], [0.0], [1.0]]))
+    thr = choose_thresholds(np.array([[0.8], [0.8], [0.3]]), np.array([[1.0], [0.0], [1.0]]), min_examples=1)
     assert thr[0] < 0.3 and 0.3 > thr[0] and np.nextafter(thr[0], 1.0) == 0.3
     # unknown rows are ignored: column 0 is column 1 with its negative at 0.85 unknown.
     # column 0: J = 1/2 for top-1, 1 for top-2 -> 0.15; column 1: J = 1/2 for top-1 and for
     # top-3 (tie -> the higher threshold 0.875)
     s = np.array([[0.9, 0.9], [0.85, 0.85], [0.2, 0.2], [0.1, 0.1]])
     t = np.array([[1, 1], [nan, 0], [1, 1], [0, 0]])
-    assert choose_thresholds(s, t, "youden") == pytest.approx([0.15, 0.875])
+    assert choose_thresholds(s, t, "youden", min_examples=1) == pytest.approx([0.15, 0.875])
     # no positive -> default; youden also needs a negative
     t = np.array([[0, 1], [0, 1], [nan, 1]])
     s = np.array([[0.2, 0.9], [0.7, 0.3], [0.1, 0.5]])
-    assert choose_thresholds(s, t, "f1", default=0.4).tolist() == [0.4, np.nextafter(0.3, -np.inf)]
-    assert choose_thresholds(s, t, "youden", default=0.4).tolist() == [0.4, 0.4]
+    assert choose_thresholds(s, t, "f1", default=0.4, min_examples=1).tolist() == [0.4, np.nextafter(0.3, -np.inf)]
+    assert choose_thresholds(s, t, "youden", default=0.4, min_examples=1).tolist() == [0.4, 0.4]
     with pytest.raises(ValueError, match="method"):
         choose_thresholds(s, t, "accuracy")
     with pytest.raises(ValueError, match="targets"):
         choose_thresholds(s, np.full((3, 2), 3.0))
+
+
+def test_choose_thresholds_keeps_the_default_for_classes_with_too_few_examples():
+    rng = np.random.default_rng(0)
+    n = 200
+    s = rng.random((n, 3))
+    t = np.zeros((n, 3))
+    t[:2, 0] = 1                      # 2 positives: too few, whatever their scores
+    t[:10, 1] = 1                     # exactly the minimum
+    t[:, 2] = 1
+    t[:9, 2] = 0                      # 9 negatives: enough for F1, too few for Youden's J
+    s[:2, 0] = 0.01                   # the best F1 cut for class 0 would sit below them
+    f1 = choose_thresholds(s, t, "f1", default=0.5)
+    assert f1[0] == 0.5
+    assert f1[1] != 0.5 and f1[2] != 0.5
+    assert choose_thresholds(s, t, "f1", default=0.5, min_examples=2)[0] < 0.01
+    youden = choose_thresholds(s, t, "youden", default=0.5)
+    assert youden[1] != 0.5 and youden[2] == 0.5
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="min_examples"):
+            choose_thresholds(s, t, min_examples=bad)
 
 
 def test_choose_thresholds_is_optimal_by_brute_force():
@@ -341,7 +362,7 @@ def test_choose_thresholds_is_optimal_by_brute_force():
     t[rng.random((n, c)) < 0.1] = nan
     s = np.round(np.clip(0.25 * np.nan_to_num(t) + rng.random((n, c)), 0, 1), 2)
     for method in ("f1", "youden"):
-        thr = choose_thresholds(s, t, method)
+        thr = choose_thresholds(s, t, method, min_examples=1)
         for j in range(c):
             known = ~np.isnan(t[:, j])
             y, sc = t[known, j], s[known, j]
