@@ -96,7 +96,7 @@ def _reinitialise(module: nn.Module) -> None:
 
 
 class MLGCNExperts(MultiLabelModel):
-    """Shared trunk (all backbone stages but the last) → n experts. Expert e: its own last stage →
+    """Shared trunk (the backbone's stages before the one it returns) → n experts. Expert e: its own copy of that stage →
     LSE pooling → ``u_e [B, D]``; its own two-layer GCN over the label embeddings and label graph →
     ``A_e [C, D]``; one Transformer encoder layer, shared by all experts and by both inputs, maps
     ``u_e`` (a one-token sequence) and ``A_e`` (C tokens); logits ``z_e = u'_e A'_eᵀ / √D``

@@ -62,22 +62,26 @@ class Backbone(nn.Module):
 
 def split_last_stage(backbone: Backbone) -> tuple[nn.Sequential, nn.Sequential]:
     """``(shared, last)`` with ``last(shared(x)) == backbone(x)``: ``last`` holds the layers of the
-    final feature stage (ResNet: ``layer4``), ``shared`` everything before it. The modules are the
-    backbone's own (with its weights, pretrained or not), not copies.
+    feature stage the backbone returns (its ``out_index``; ResNet at the default: ``layer4``),
+    ``shared`` everything before it. The modules are the backbone's own (with its weights,
+    pretrained or not), not copies.
 
     For multi-expert heads that give each expert its own last stage. Needs a trunk that timm
     runs as a plain sequence of layers (``FeatureListNet``: ResNets, ConvNeXts, EfficientNets...)
-    with at least two feature stages; raises ``ValueError`` naming the backbone otherwise.
+    with a feature stage before the returned one; raises ``ValueError`` naming the backbone otherwise.
     """
     body = backbone.body
     info = getattr(getattr(body, "feature_info", None), "info", None)
     if not isinstance(body, nn.ModuleDict) or type(body).__name__ != "FeatureListNet" or not info or len(info) < 2:
         raise ValueError(f"backbone {backbone.name!r}: split_last_stage needs a timm trunk run as a sequence of "
                          f"stages (FeatureListNet) with >= 2 feature stages, got {type(body).__name__}")
-    if backbone.out_channels != int(info[-1]["num_chs"]):
-        raise ValueError(f"backbone {backbone.name!r}: split_last_stage needs out_index=-1 (the last stage)")
     names = list(body.keys())
-    boundary = str(info[-2]["module"]).replace(".", "_")
+    stages = [str(i["module"]).replace(".", "_") for i in info]
+    # timm drops the layers after the returned stage, so the body ends with that stage
+    if names[-1] not in stages or stages.index(names[-1]) < 1:
+        raise ValueError(f"backbone {backbone.name!r}: its returned stage {names[-1]!r} has no feature stage "
+                         f"before it (stages {stages})")
+    boundary = stages[stages.index(names[-1]) - 1]
     if boundary not in names:
         raise ValueError(f"backbone {backbone.name!r}: stage {boundary!r} not found among its layers {names}")
     cut = names.index(boundary) + 1

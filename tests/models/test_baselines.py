@@ -276,8 +276,13 @@ def test_split_last_stage_recomposes_the_backbone():
     x, _ = batch()
     torch.testing.assert_close(last(shared(x)), bb(x))
     assert list(last._modules) == ["layer4"]
-    with pytest.raises(ValueError, match="out_index=-1"):
-        split_last_stage(Backbone("test_resnet", out_index=-2))
+    # an earlier out_index: the returned stage is the one split off
+    bb3 = Backbone("test_resnet", out_index=3).eval()
+    shared, last = split_last_stage(bb3)
+    torch.testing.assert_close(last(shared(x)), bb3(x))
+    assert list(last._modules) == ["layer3"] and "layer2" in shared._modules
+    with pytest.raises(ValueError, match="no feature stage before it"):
+        split_last_stage(Backbone("test_resnet", out_index=0))
     with pytest.raises(ValueError, match="FeatureListNet|sequence"):
         split_last_stage(Backbone("test_vit"))
 
