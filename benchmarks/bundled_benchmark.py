@@ -57,6 +57,10 @@ ROWS: dict[str, tuple[str, list[str]]] = {
                       "last stage)",
                       ["--model", "mlgcn_experts", "--sampler", "cycle", "--graph", "topk_reweighted",
                        "--backbone", TRUNK_NAME]),
+    # what the paper's cycle sampler costs on 3000 training images (docs/baselines.md)
+    "mlgcn_experts_random": ("ML-GCN with experts, random sampler instead of the paper's cycle sampler",
+                             ["--model", "mlgcn_experts", "--sampler", "random", "--graph", "topk_reweighted",
+                              "--backbone", TRUNK_NAME]),
     "ldr": ("LDR", ["--model", "ldr", *TRUNK]),
     "chexfusion": ("CheXFusion (single-view studies: the fusion stage has one view to fuse)",
                    ["--model", "chexfusion", *TRUNK]),
