@@ -236,10 +236,9 @@ class FACT(MultiLabelModel):
                 v, codes, commit = self.vq(z)
         else:
             v, codes, commit = z, None, z.new_zeros(())
-        if self.training and self.config.token_dropout > 0:
-            p = self.config.token_dropout
-            keep = torch.rand(v.shape[0], v.shape[1], 1, device=v.device) >= p
-            v = v * keep.to(v.dtype) / (1 - p)
+        if self.config.token_dropout > 0:
+            # v [B, M, d] read as (N, C, L): dropout1d zeroes whole positions and rescales the rest
+            v = F.dropout1d(v, self.config.token_dropout, self.training)
         s = self.anchors()
         with stage("interface"):
             e = self.interface(v)
@@ -278,8 +277,9 @@ class FACT(MultiLabelModel):
         scale = self.config.head_lr_scale
         if scale == 1.0:
             return {}
-        tops = {n.split(".")[0] for n, _ in self.named_parameters()} - {"backbone"}
-        return {top if top in dict(self.named_parameters()) else f"{top}.": scale for top in tops}
+        params = dict(self.named_parameters())
+        tops = {n.split(".")[0] for n in params} - {"backbone"}
+        return {top if top in params else f"{top}.": scale for top in tops}
 
     def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list:
         """The base groups, with the codebook and log τ in groups of their own learning rate."""
