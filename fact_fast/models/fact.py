@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fact_fast import ops
-from fact_fast.nn import (Backbone, FACTLoss, FuzzyMembership, LabelGCN, SemanticInterface,
-                          VectorQuantizer, bn_stats_preserved, stage)
+from fact_fast.nn import (PROJECTION_INITS, Backbone, FACTLoss, FuzzyMembership, LabelGCN, SemanticInterface,
+                          VectorQuantizer, bn_stats_preserved, projection_1x1, stage)
 from fact_fast.nn.interface import BIASES
 from fact_fast.nn.losses import LOSSES
 from fact_fast.ops.reference.fuzzy import LOGITS
@@ -67,6 +67,9 @@ class FACTConfig:
     loss: str = "fuzzy"
     gcn_negative_slope: float = 0.2
     # -- open choices (docs/fact_head.md) ---------------------------------------------------------
+    # "default": PyTorch's U(−1/√D, 1/√D), which shrinks the trunk's features by about √3;
+    # "orthogonal": the projection starts as an isometry (fact_fast.nn.projection_1x1).
+    projection_init: str = "default"
     # The point loss is ZLPR on a logit f the paper does not define. "log": f = λ·log(μ/δ) =
     # λ(−‖ê − ŝ‖²/τ − log δ), unbounded below, so the prior of a rare class can be fitted; "scaled":
     # f = λ(μ − δ), bounded in [−λδ, λ(1 − δ)]. Both are 0 where μ = δ, the decision threshold.
@@ -109,6 +112,8 @@ class FACTConfig:
             raise ValueError(f"interface_bias must be one of {BIASES}, got {self.interface_bias!r}")
         if self.embedding_norm not in EMBEDDING_NORMS:
             raise ValueError(f"embedding_norm must be one of {EMBEDDING_NORMS}, got {self.embedding_norm!r}")
+        if self.projection_init not in PROJECTION_INITS:
+            raise ValueError(f"projection_init must be one of {PROJECTION_INITS}, got {self.projection_init!r}")
         if self.point_logit not in LOGITS:
             raise ValueError(f"point_logit must be one of {LOGITS}, got {self.point_logit!r}")
         if self.label_embedding_transform not in LABEL_EMBEDDING_TRANSFORMS:
@@ -181,7 +186,7 @@ class FACT(MultiLabelModel):
         C = self.num_classes
         self.backbone = Backbone(c.backbone, pretrained=c.pretrained, out_index=c.out_index,
                                  pretrained_file=c.pretrained_file)
-        self.proj = nn.Conv2d(self.backbone.out_channels, c.dim, kernel_size=1, bias=True)
+        self.proj = projection_1x1(self.backbone.out_channels, c.dim, c.projection_init)
         self.vq = VectorQuantizer(c.codebook_size, c.dim, beta=c.beta, data_init=c.vq_data_init,
                                   restart_every=c.vq_restart_every) if c.use_vq else None
         self.interface = SemanticInterface(C, c.dim, bias=c.interface_bias, init_std=c.query_init_std)

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from fact_fast.nn import GroupWiseLinear, SemanticInterface
+from fact_fast.nn import PROJECTION_INITS, GroupWiseLinear, SemanticInterface, projection_1x1
 from fact_fast.nn.classification_losses import bce_loss
 from fact_fast.nn.interface import BIASES
 
@@ -29,7 +28,8 @@ READOUTS = ("linear", "cosine")
 @dataclass
 class HeadProbeConfig(TrunkConfig):
     """* ``dim``: width d of the 1×1 projection after the trunk (None: no projection, the trunk's
-      channels go straight to the pooling).
+      channels go straight to the pooling); ``projection_init``: its initialisation
+      (:func:`fact_fast.nn.projection_1x1`).
     * ``pool``: ``"mean"`` (global average of the M positions, one feature per image) or
       ``"interface"`` (FACT's E = Q + σ(QVᵀ/√d + b)V, one feature per image and class).
     * ``readout``: ``"linear"`` (⟨w_c, x_c⟩ + b_c) or ``"cosine"`` (``cosine_scale``·cos(x_c, w_c)
@@ -38,6 +38,7 @@ class HeadProbeConfig(TrunkConfig):
     """
 
     dim: int | None = 128
+    projection_init: str = "default"
     pool: str = "mean"
     readout: str = "linear"
     cosine_scale: float = 16.0
@@ -51,6 +52,8 @@ class HeadProbeConfig(TrunkConfig):
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.interface_bias not in BIASES:
             raise ValueError(f"interface_bias must be one of {BIASES}, got {self.interface_bias!r}")
+        if self.projection_init not in PROJECTION_INITS:
+            raise ValueError(f"projection_init must be one of {PROJECTION_INITS}, got {self.projection_init!r}")
         if self.pool == "interface" and self.dim is None:
             raise ValueError("pool='interface' needs a projection width dim")
         check_number(self, "dim", low=1, integer=True, allow_none=True)
@@ -69,7 +72,7 @@ class HeadProbe(MultiLabelModel):
         c, C = self.config, self.num_classes
         self.backbone = build_backbone(c)
         width = self.backbone.out_channels if c.dim is None else c.dim
-        self.proj = None if c.dim is None else nn.Conv2d(self.backbone.out_channels, c.dim, kernel_size=1)
+        self.proj = None if c.dim is None else projection_1x1(self.backbone.out_channels, c.dim, c.projection_init)
         self.interface = (SemanticInterface(C, width, bias=c.interface_bias, init_std=c.query_init_std)
                           if c.pool == "interface" else None)
         # one weight vector per class either way: GroupWiseLinear on [B, C, D] features, or the

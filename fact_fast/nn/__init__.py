@@ -8,7 +8,7 @@ from .classification_losses import (CLASSIFICATION_LOSSES, asymmetric_loss, bce_
                                     prototype_contrastive_loss, ride_diversity_loss, weighted_asymmetric_loss,
                                     jensen_shannon_diversity_loss)
 from .gcn import GraphConv, LabelGCN
-from .heads import GroupWiseLinear, MLDecoder
+from .heads import PROJECTION_INITS, GroupWiseLinear, MLDecoder, projection_1x1
 from .interface import SemanticInterface
 from .losses import FACTLoss, LOSSES, fuzzy_loss_from_membership
 from .membership import KERNELS, FuzzyMembership
@@ -27,6 +27,7 @@ __all__ = [
     "set_train_mode", "bn_stats_preserved",
     "split_last_stage", "GlobalPool", "global_pool", "POOLINGS", "MultiHeadAttention", "TransformerEncoderLayer",
     "CrossAttentionLayer", "ATTENTIONS", "GroupWiseLinear", "MLDecoder", "sinusoidal_position_2d",
+    "projection_1x1", "PROJECTION_INITS",
     "CLASSIFICATION_LOSSES", "bce_loss", "asymmetric_loss", "weighted_asymmetric_loss", "focal_loss",
     "generalized_cross_entropy_loss", "multilabel_soft_margin_loss", "ride_diversity_loss",
     "jensen_shannon_diversity_loss",

@@ -1,5 +1,6 @@
-"""Classification heads over per-class features or image tokens: the group-wise linear classifier
-and the ML-Decoder (Ridnik et al., "ML-Decoder: Scalable and Versatile Classification Head", WACV'23)."""
+"""Classification heads over per-class features or image tokens: the 1×1 projection of a feature
+map, the group-wise linear classifier and the ML-Decoder (Ridnik et al., "ML-Decoder: Scalable and
+Versatile Classification Head", WACV'23)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,26 @@ from torch import nn
 
 from .transformer import CrossAttentionLayer
 
-__all__ = ["GroupWiseLinear", "MLDecoder"]
+__all__ = ["GroupWiseLinear", "MLDecoder", "PROJECTION_INITS", "projection_1x1"]
+
+PROJECTION_INITS = ("default", "orthogonal")
+
+
+def projection_1x1(in_channels: int, out_channels: int, init: str = "default") -> nn.Conv2d:
+    """A 1×1 convolution ``[B, in, h, w] -> [B, out, h, w]`` with a bias.
+
+    ``init="default"`` is PyTorch's (weights U(−1/√in, 1/√in)): it shrinks a feature by about √3
+    and mixes its channels at random. ``"orthogonal"`` starts the weight (semi-)orthogonal and
+    the bias at zero, so the projection starts as an isometry (``in == out``: a rotation) and the
+    layers after it see the trunk's features at their own scale.
+    """
+    if init not in PROJECTION_INITS:
+        raise ValueError(f"projection init must be one of {PROJECTION_INITS}, got {init!r}")
+    conv = nn.Conv2d(int(in_channels), int(out_channels), kernel_size=1, bias=True)
+    if init == "orthogonal":
+        nn.init.orthogonal_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    return conv
 
 
 class GroupWiseLinear(nn.Module):

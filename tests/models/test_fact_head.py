@@ -203,6 +203,19 @@ def test_head_probe_without_projection_reads_the_trunk():
     assert isinstance(model, HeadProbe)
 
 
+@pytest.mark.parametrize("name, over", [("fact_test", {}), ("fact_head_probe", {"backbone": "test_resnet", "dim": 16})])
+def test_projection_init_reaches_the_projection(name, over):
+    torch.manual_seed(0)
+    model = create_model(name, ring_task(C, seed=3), projection_init="orthogonal", **over)
+    w = model.proj.weight.detach().flatten(1)
+    torch.testing.assert_close(w @ w.T, torch.eye(w.shape[0]), atol=1e-5, rtol=0)
+    assert torch.count_nonzero(model.proj.bias) == 0
+    default = create_model(name, ring_task(C, seed=3), **over)
+    assert torch.count_nonzero(default.proj.bias) == default.proj.bias.numel()
+    with pytest.raises(ValueError, match="projection_init"):
+        create_model(name, ring_task(C, seed=3), projection_init="identity", **over)
+
+
 def test_report_draws_the_diagnostics_in_groups():
     from fact_fast.reporting.figures import fig_training_curves
 
