@@ -70,6 +70,7 @@ class FACTConfig:
     # "default": PyTorch's U(−1/√D, 1/√D), which shrinks the trunk's features by about √3;
     # "orthogonal": the projection starts as an isometry (fact_fast.nn.projection_1x1).
     projection_init: str = "default"
+    projection_lr_scale: float = 1.0  # learning-rate multiplier of the 1×1 projection
     # The point loss is ZLPR on a logit f the paper does not define. "log": f = λ·log(μ/δ) =
     # λ(−‖ê − ŝ‖²/τ − log δ), unbounded below, so the prior of a rare class can be fitted; "scaled":
     # f = λ(μ − δ), bounded in [−λδ, λ(1 − δ)]. Both are 0 where μ = δ, the decision threshold.
@@ -121,8 +122,9 @@ class FACTConfig:
                              f"got {self.label_embedding_transform!r}")
         if not 0 <= self.token_dropout < 1:
             raise ValueError(f"token_dropout must be in [0, 1), got {self.token_dropout}")
-        if not self.head_lr_scale > 0:
-            raise ValueError(f"head_lr_scale must be > 0, got {self.head_lr_scale}")
+        for name in ("head_lr_scale", "projection_lr_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.query_init_std > 0:
             raise ValueError(f"query_init_std must be > 0, got {self.query_init_std}")
         for name in ("dim", "codebook_size", "gcn_hidden"):
@@ -278,13 +280,17 @@ class FACT(MultiLabelModel):
                 if n.endswith(("codebook", "log_tau", "queries", "free_anchors"))}
 
     def lr_scales(self) -> dict:
-        """``head_lr_scale`` on every parameter outside the trunk."""
-        scale = self.config.head_lr_scale
-        if scale == 1.0:
-            return {}
-        params = dict(self.named_parameters())
-        tops = {n.split(".")[0] for n in params} - {"backbone"}
-        return {top if top in params else f"{top}.": scale for top in tops}
+        """``head_lr_scale`` on every parameter outside the trunk, times ``projection_lr_scale``
+        on the projection."""
+        c = self.config
+        scales = {}
+        if c.head_lr_scale != 1.0:
+            params = dict(self.named_parameters())
+            tops = {n.split(".")[0] for n in params} - {"backbone"}
+            scales = {top if top in params else f"{top}.": c.head_lr_scale for top in tops}
+        if c.projection_lr_scale != 1.0:
+            scales["proj."] = c.head_lr_scale * c.projection_lr_scale
+        return scales
 
     def param_groups(self, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list:
         """The base groups, with the codebook and log τ in groups of their own learning rate."""

@@ -29,7 +29,7 @@ READOUTS = ("linear", "cosine")
 class HeadProbeConfig(TrunkConfig):
     """* ``dim``: width d of the 1×1 projection after the trunk (None: no projection, the trunk's
       channels go straight to the pooling); ``projection_init``: its initialisation
-      (:func:`fact_fast.nn.projection_1x1`).
+      (:func:`fact_fast.nn.projection_1x1`); ``projection_lr_scale``: its learning-rate multiplier.
     * ``pool``: ``"mean"`` (global average of the M positions, one feature per image) or
       ``"interface"`` (FACT's E = Q + σ(QVᵀ/√d + b)V, one feature per image and class).
     * ``readout``: ``"linear"`` (⟨w_c, x_c⟩ + b_c) or ``"cosine"`` (``cosine_scale``·cos(x_c, w_c)
@@ -39,6 +39,7 @@ class HeadProbeConfig(TrunkConfig):
 
     dim: int | None = 128
     projection_init: str = "default"
+    projection_lr_scale: float = 1.0
     pool: str = "mean"
     readout: str = "linear"
     cosine_scale: float = 16.0
@@ -58,6 +59,7 @@ class HeadProbeConfig(TrunkConfig):
             raise ValueError("pool='interface' needs a projection width dim")
         check_number(self, "dim", low=1, integer=True, allow_none=True)
         check_number(self, "cosine_scale", low=0, low_open=True)
+        check_number(self, "projection_lr_scale", low=0, low_open=True)
         check_number(self, "query_init_std", low=0, low_open=True)
 
 
@@ -78,6 +80,10 @@ class HeadProbe(MultiLabelModel):
         # one weight vector per class either way: GroupWiseLinear on [B, C, D] features, or the
         # same weights broadcast over a mean-pooled [B, D] feature
         self.classifier = GroupWiseLinear(C, width)
+
+    def lr_scales(self) -> dict:
+        scale = self.config.projection_lr_scale
+        return {} if scale == 1.0 or self.proj is None else {"proj.": scale}
 
     def no_weight_decay(self) -> set:
         return {n for n, _ in self.named_parameters() if n.endswith("queries")}

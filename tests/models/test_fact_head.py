@@ -98,6 +98,21 @@ def test_head_lr_scale_multiplies_every_parameter_after_the_trunk():
     assert tiny().lr_scales() == {}
 
 
+def test_projection_lr_scale_multiplies_the_projection_only():
+    model = tiny(head_lr_scale=0.5, projection_lr_scale=0.1)
+    lr = {id(p): g["lr"] for g in model.param_groups(1e-3, 1e-4) for p in g["params"]}
+    for name, p in model.named_parameters():
+        want = 1e-3 if name.startswith("backbone.") else 0.5e-3 * (0.1 if name.startswith("proj.") else 1.0)
+        assert lr[id(p)] == pytest.approx(want), name
+    probe = create_model("fact_head_probe", ring_task(C), backbone="test_resnet", dim=16, projection_lr_scale=0.1)
+    lr = {id(p): g["lr"] for g in probe.param_groups(1e-3, 1e-4) for p in g["params"]}
+    for name, p in probe.named_parameters():
+        assert lr[id(p)] == pytest.approx(1e-4 if name.startswith("proj.") else 1e-3), name
+    for name in ("fact_test", "fact_head_probe"):
+        with pytest.raises(ValueError, match="projection_lr_scale"):
+            create_model(name, ring_task(C), projection_lr_scale=0.0)
+
+
 def test_logit_bias_is_learned_through_the_point_loss():
     model = tiny(point_logit="log", logit_bias=True)
     y = (torch.rand(4, C, generator=torch.Generator().manual_seed(2)) < 0.4).float()
