@@ -68,7 +68,8 @@ class FACTConfig:
     gcn_negative_slope: float = 0.2
     # -- open choices (docs/fact_head.md) ---------------------------------------------------------
     # "default": PyTorch's U(−1/√D, 1/√D), which shrinks the trunk's features by about √3;
-    # "orthogonal": the projection starts as an isometry (fact_fast.nn.projection_1x1).
+    # "orthogonal": an isometry; "identity" (d equal to the trunk width): the trunk's own channels
+    # (fact_fast.nn.projection_1x1).
     projection_init: str = "default"
     projection_lr_scale: float = 1.0  # learning-rate multiplier of the 1×1 projection
     # The point loss is ZLPR on a logit f the paper does not define. "log": f = λ·log(μ/δ) =

@@ -12,7 +12,7 @@ from .transformer import CrossAttentionLayer
 
 __all__ = ["GroupWiseLinear", "MLDecoder", "PROJECTION_INITS", "projection_1x1"]
 
-PROJECTION_INITS = ("default", "orthogonal")
+PROJECTION_INITS = ("default", "orthogonal", "identity")
 
 
 def projection_1x1(in_channels: int, out_channels: int, init: str = "default") -> nn.Conv2d:
@@ -21,13 +21,23 @@ def projection_1x1(in_channels: int, out_channels: int, init: str = "default") -
     ``init="default"`` is PyTorch's (weights U(−1/√in, 1/√in)): it shrinks a feature by about √3
     and mixes its channels at random. ``"orthogonal"`` starts the weight (semi-)orthogonal and
     the bias at zero, so the projection starts as an isometry (``in == out``: a rotation) and the
-    layers after it see the trunk's features at their own scale.
+    layers after it see the trunk's features at their own scale. ``"identity"`` (``in == out``
+    only) starts it as the identity: the layers after it also see the trunk's own channels, the
+    basis in which Adam's per-coordinate step sizes were adapted for the trunk's sparse,
+    non-negative (post-ReLU) features, rather than a rotation of them.
     """
     if init not in PROJECTION_INITS:
         raise ValueError(f"projection init must be one of {PROJECTION_INITS}, got {init!r}")
+    if init == "identity" and in_channels != out_channels:
+        raise ValueError(f"projection init 'identity' needs as many output as input channels, "
+                         f"got {in_channels} -> {out_channels}")
     conv = nn.Conv2d(int(in_channels), int(out_channels), kernel_size=1, bias=True)
     if init == "orthogonal":
         nn.init.orthogonal_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    elif init == "identity":
+        with torch.no_grad():
+            conv.weight.copy_(torch.eye(conv.out_channels).view_as(conv.weight))
         nn.init.zeros_(conv.bias)
     return conv
 

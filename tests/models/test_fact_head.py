@@ -228,7 +228,7 @@ def test_projection_init_reaches_the_projection(name, over):
     default = create_model(name, ring_task(C, seed=3), **over)
     assert torch.count_nonzero(default.proj.bias) == default.proj.bias.numel()
     with pytest.raises(ValueError, match="projection_init"):
-        create_model(name, ring_task(C, seed=3), projection_init="identity", **over)
+        create_model(name, ring_task(C, seed=3), projection_init="unit", **over)
 
 
 def test_report_draws_the_diagnostics_in_groups():

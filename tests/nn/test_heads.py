@@ -31,7 +31,14 @@ def test_default_projection_is_pytorchs_and_shrinks_features():
     assert 0.45 < ratio < 0.7     # ≈ 1/√3 for U(−1/√D, 1/√D)
 
 
+def test_identity_projection_returns_its_input_and_needs_equal_widths():
+    x = torch.randn(2, 16, 3, 3)
+    torch.testing.assert_close(projection_1x1(16, 16, "identity")(x), x)
+    with pytest.raises(ValueError, match="identity"):
+        projection_1x1(16, 8, "identity")
+
+
 def test_unknown_init_is_refused():
-    assert PROJECTION_INITS == ("default", "orthogonal")
+    assert PROJECTION_INITS == ("default", "orthogonal", "identity")
     with pytest.raises(ValueError, match="projection init"):
         projection_1x1(8, 8, "xavier")
