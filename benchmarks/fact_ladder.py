@@ -88,6 +88,18 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     "s_alpha0": ("R8", "α = 0 (no set loss)", _kw(alpha=0)),
     "s_unnormalised": ("R8", "E and S not l2-normalised (the paper's literal kernel)", _kw(embedding_norm="none")),
     "s_dim64": ("R8", "d = 64", _kw(dim=64)),
+    "s_projection_learned": ("R8", "the projection at PyTorch's initialisation, trained at the full rate",
+                             _kw(projection_init="default", projection_lr_scale=1)),
+    # what R1's projection costs, and why: only a projection that leaves the trunk's channels unmixed
+    # (the identity, kept there) scores like no projection
+    "s_r1_no_projection": ("R1", "the probe without the projection", PROBE + _kw(dim="null")),
+    "s_r1_orthogonal": ("R1", "projection initialised orthogonal", PROBE + _kw(projection_init="orthogonal")),
+    "s_r1_orthogonal_fixed": ("R1", "projection orthogonal, trained 1000× slower (a fixed rotation)",
+                              PROBE + _kw(projection_init="orthogonal", projection_lr_scale=0.001)),
+    "s_r1_identity": ("R1", "projection initialised as the identity", PROBE + _kw(projection_init="identity")),
+    "s_r1_identity_fixed": ("R1", "projection at the identity, trained 1000× slower",
+                            PROBE + _kw(projection_init="identity", projection_lr_scale=0.001)),
+    "s_r1_slow": ("R1", "projection trained 10× slower", PROBE + _kw(projection_lr_scale=0.1)),
 }
 LADDER = ["r0_cnn", "r1_projection", "r2_interface", "r3_cosine16", "r3b_cosine5", "r4_gaussian_bce", "r5_point",
           "r6_point_set", "r7_gcn", "r8_fact"]

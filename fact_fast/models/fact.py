@@ -163,10 +163,11 @@ def _mean_pairwise_cos(x: torch.Tensor) -> float:
 
 #: The open choices as the project first read the paper: the literal kernel on unnormalised
 #: embeddings, the bounded logit λ(μ − δ), S⁰ and the GCN's output as they are, queries at std 0.02,
-#: a 10× codebook learning rate. One switch away as ``fact_tiny_paper`` and ``fact_resnet50_paper``.
+#: a 10× codebook learning rate, the projection at PyTorch's initialisation trained at the full rate.
+#: One switch away as ``fact_tiny_paper`` and ``fact_resnet50_paper``.
 PAPER_CHOICES = {"point_logit": "scaled", "embedding_norm": "none", "label_embedding_transform": "none",
                  "center_anchors": False, "anchor_residual": False, "query_init_std": 0.02,
-                 "codebook_lr_scale": 10.0}
+                 "codebook_lr_scale": 10.0, "projection_init": "default", "projection_lr_scale": 1.0}
 
 
 class FACT(MultiLabelModel):
@@ -390,14 +391,17 @@ register_model("fact_resnet50_paper", FACT, description="fact_resnet50 with the 
 # Small CPU-friendly model for the bundled synthetic benchmark (the default of `python -m
 # fact_fast.train`): the small `fact_resnet_tiny` trunk (fact_fast.nn.trunks) up to its stride-16
 # stage, so a 64 px image gives FACT 4 x 4 = 16 feature positions for its atoms and its interface
-# attention; d = 128, the trunk's width (d = 64 lost 2 validation mAP, docs/fact_head.md). The trunk
-# was chosen with the plain CNN + BCE baseline on validation (docs/benchmark.md).
+# attention; d = 128, the trunk's width (d = 64 lost 2 validation mAP, docs/fact_head.md). With d equal
+# to that width the projection starts as the identity and trains 1000x slower, so the head reads the
+# trunk's own channels: a projection that mixes them, learned or fixed, cost validation mAP and made
+# FACT's curves fall after their peak (docs/fact_head.md). The trunk was chosen with the plain
+# CNN + BCE baseline on validation (docs/benchmark.md).
 _TINY = dict(backbone="fact_resnet_tiny", out_index=3, dim=128, codebook_size=1024, gcn_hidden=128,
-             vq_restart_every=10)
+             vq_restart_every=10, projection_init="identity", projection_lr_scale=0.001)
 register_model("fact_tiny", FACT, description="FACT on the small fact_resnet_tiny trunk, stride 16 (CPU default)",
                **_TINY)
 register_model("fact_tiny_paper", FACT, description="fact_tiny with the paper read literally (PAPER_CHOICES)",
-               **_TINY, **PAPER_CHOICES)
+               **{**_TINY, **PAPER_CHOICES})
 # Tiny smoke-test model (timm's `test_resnet`, 96 channels, stride 32).
 register_model("fact_test", FACT, description="FACT smoke-test size", backbone="test_resnet", dim=32,
                codebook_size=64, gcn_hidden=64)
