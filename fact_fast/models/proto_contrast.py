@@ -44,7 +44,8 @@ class ProtoContrastConfig(TrunkConfig):
       (independent gates per class query and image position, ``ops.sigmoid_attention``: no class
       or region competes for attention mass) or ``"softmax"`` (SDPA).
     * ``criterion``: ``"bce"`` or ``"asl"`` (γ− = 4, γ+ = 0, clip 0.05) for the classification term.
-    * ``apcl_weight`` = 1, ``apcl_temperature`` = 1, ``apcl_negative_weighting`` =
+    * ``apcl_weight`` = 0.1 (at 1 the term cost 3.4 validation mAP on the bundled benchmark,
+      docs/baselines.md), ``apcl_temperature`` = 1, ``apcl_negative_weighting`` =
       ``"similarity"`` (adaptive) or ``"uniform"`` (for the other classes' prototypes): see
       :func:`~fact_fast.nn.prototype_contrastive_loss`. At τ = 0.1 the term penalises every
       image-to-image variation of the features that is not yet discriminative (its softplus is
@@ -75,7 +76,7 @@ class ProtoContrastConfig(TrunkConfig):
     lad_layers: int = 2
     lad_attention: str = "sigmoid"
     criterion: str = "bce"
-    apcl_weight: float = 1.0
+    apcl_weight: float = 0.1
     apcl_temperature: float = 1.0
     apcl_negative_weighting: str = "similarity"
     apcl_negatives: str = "absent"

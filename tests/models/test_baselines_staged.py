@@ -99,6 +99,7 @@ def test_registered_names_and_paper_defaults():
     assert (pc.lga_modulation, pc.lad_attention, pc.prototypes, pc.apcl_negative_weighting) == \
         ("prior", "sigmoid", "ema", "similarity")
     assert (pc.apcl_negatives, pc.apcl_temperature, pc.transformer_lr_scale) == ("absent", 1.0, 0.1)
+    assert pc.apcl_weight == 0.1       # chosen on validation (docs/baselines.md)
     # the stages the engine runs
     ldr_stages = tiny("ldr").stages()
     assert [s.name for s in ldr_stages] == ["decouple", "reconstruct"] and not any(s.views for s in ldr_stages)
