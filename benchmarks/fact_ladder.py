@@ -87,7 +87,9 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     "s_no_restarts": ("R8", "no dead-code restarts", _kw(vq_restart_every=0)),
     "s_alpha0": ("R8", "α = 0 (no set loss)", _kw(alpha=0)),
     "s_unnormalised": ("R8", "E and S not l2-normalised (the paper's literal kernel)", _kw(embedding_norm="none")),
-    "s_dim64": ("R8", "d = 64", _kw(dim=64)),
+    # an identity projection needs d = the trunk's 128 channels
+    "s_dim64": ("R8", "d = 64 (the projection learned from PyTorch's initialisation)",
+                _kw(dim=64, projection_init="default", projection_lr_scale=1)),
     "s_projection_learned": ("R8", "the projection at PyTorch's initialisation, trained at the full rate",
                              _kw(projection_init="default", projection_lr_scale=1)),
     # what R1's projection costs, and why: only a projection that leaves the trunk's channels unmixed

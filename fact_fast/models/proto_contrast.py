@@ -44,7 +44,7 @@ class ProtoContrastConfig(TrunkConfig):
       (independent gates per class query and image position, ``ops.sigmoid_attention``: no class
       or region competes for attention mass) or ``"softmax"`` (SDPA).
     * ``criterion``: ``"bce"`` or ``"asl"`` (γ− = 4, γ+ = 0, clip 0.05) for the classification term.
-    * ``apcl_weight`` = 0.1 (at 1 the term cost 3.4 validation mAP on the bundled benchmark,
+    * ``apcl_weight`` = 0.1 (at 1 the term cost 3.5 validation mAP on the bundled benchmark,
       docs/baselines.md), ``apcl_temperature`` = 1, ``apcl_negative_weighting`` =
       ``"similarity"`` (adaptive) or ``"uniform"`` (for the other classes' prototypes): see
       :func:`~fact_fast.nn.prototype_contrastive_loss`. At τ = 0.1 the term penalises every

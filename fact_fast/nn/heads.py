@@ -29,8 +29,8 @@ def projection_1x1(in_channels: int, out_channels: int, init: str = "default") -
     if init not in PROJECTION_INITS:
         raise ValueError(f"projection init must be one of {PROJECTION_INITS}, got {init!r}")
     if init == "identity" and in_channels != out_channels:
-        raise ValueError(f"projection init 'identity' needs as many output as input channels, "
-                         f"got {in_channels} -> {out_channels}")
+        raise ValueError(f"projection_init='identity' needs d equal to the trunk's channels, got "
+                         f"{in_channels} -> {out_channels}; use projection_init='default' (or 'orthogonal')")
     conv = nn.Conv2d(int(in_channels), int(out_channels), kernel_size=1, bias=True)
     if init == "orthogonal":
         nn.init.orthogonal_(conv.weight)

@@ -231,6 +231,14 @@ def test_projection_init_reaches_the_projection(name, over):
         create_model(name, ring_task(C, seed=3), projection_init="unit", **over)
 
 
+def test_identity_projection_of_fact_tiny_refuses_another_width():
+    # fact_tiny keeps its projection at the identity, which needs d = the trunk's 128 channels
+    with pytest.raises(ValueError, match="projection_init='identity' needs d equal"):
+        create_model("fact_tiny", ring_task(C, seed=3), dim=64)
+    model = create_model("fact_tiny", ring_task(C, seed=3), dim=64, projection_init="default", projection_lr_scale=1.0)
+    assert model.proj.out_channels == 64
+
+
 def test_report_draws_the_diagnostics_in_groups():
     from fact_fast.reporting.figures import fig_training_curves
 
