@@ -44,6 +44,10 @@ def _kw(**values) -> list[str]:
     return out
 
 
+# fact_tiny's projection as the ladder ran it: PyTorch's initialisation at the full rate (the default
+# since keeps it at the identity)
+LEARNED_PROJECTION = {"projection_init": "default", "projection_lr_scale": 1}
+
 # The model the project started from (before the ladder): the paper read literally (PAPER_CHOICES) but
 # with l2-normalised embeddings, and fact_tiny at d = 64, K = 256.
 STARTING_POINT = _kw(**{k: str(v).lower() if isinstance(v, bool) else v for k, v in PAPER_CHOICES.items()
@@ -89,9 +93,9 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     "s_unnormalised": ("R8", "E and S not l2-normalised (the paper's literal kernel)", _kw(embedding_norm="none")),
     # an identity projection needs d = the trunk's 128 channels
     "s_dim64": ("R8", "d = 64 (the projection learned from PyTorch's initialisation)",
-                _kw(dim=64, projection_init="default", projection_lr_scale=1)),
+                _kw(dim=64, **LEARNED_PROJECTION)),
     "s_projection_learned": ("R8", "the projection at PyTorch's initialisation, trained at the full rate",
-                             _kw(projection_init="default", projection_lr_scale=1)),
+                             _kw(**LEARNED_PROJECTION)),
     # what R1's projection costs, and why: only a projection that leaves the trunk's channels unmixed
     # (the identity, kept there) scores like no projection
     "s_r1_no_projection": ("R1", "the probe without the projection", PROBE + _kw(dim="null")),

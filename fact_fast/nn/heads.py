@@ -22,9 +22,9 @@ def projection_1x1(in_channels: int, out_channels: int, init: str = "default") -
     and mixes its channels at random. ``"orthogonal"`` starts the weight (semi-)orthogonal and
     the bias at zero, so the projection starts as an isometry (``in == out``: a rotation) and the
     layers after it see the trunk's features at their own scale. ``"identity"`` (``in == out``
-    only) starts it as the identity: the layers after it also see the trunk's own channels, the
-    basis in which Adam's per-coordinate step sizes were adapted for the trunk's sparse,
-    non-negative (post-ReLU) features, rather than a rotation of them.
+    only) starts it as the identity, so the layers after it see the trunk's own channels rather
+    than a mixture of them (on the bundled benchmark only a projection that left them unmixed
+    scored like no projection; why is not established, docs/fact_head.md).
     """
     if init not in PROJECTION_INITS:
         raise ValueError(f"projection init must be one of {PROJECTION_INITS}, got {init!r}")
