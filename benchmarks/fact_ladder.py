@@ -89,6 +89,10 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     "s_codebook256": ("R8", "K = 256", _kw(codebook_size=256)),
     "s_codebook_lr10": ("R8", "codebook learning rate ×10", _kw(codebook_lr_scale=10)),
     "s_no_restarts": ("R8", "no dead-code restarts", _kw(vq_restart_every=0)),
+    "s_codebook4096": ("R8", "K = 4096", _kw(codebook_size=4096)),
+    "s_gamma01": ("R8", "γ = 0.1 (the commitment's pull on the trunk 10× weaker)", _kw(gamma=0.1)),
+    "s_no_vq_token_noise": ("R7", "no VQ, V perturbed in training by noise of the quantiser's relative energy",
+                            _kw(use_vq="false", token_noise=0.2)),
     "s_alpha0": ("R8", "α = 0 (no set loss)", _kw(alpha=0)),
     "s_unnormalised": ("R8", "E and S not l2-normalised (the paper's literal kernel)", _kw(embedding_norm="none")),
     # an identity projection needs d = the trunk's 128 channels

@@ -103,6 +103,10 @@ class FACTConfig:
     # 1/(1 − p), so the interface's sum over positions keeps its expectation); head_lr_scale
     # multiplies the learning rate of everything after the trunk.
     token_dropout: float = 0.0
+    # Isotropic Gaussian noise on V in training, of variance token_noise × the batch's mean squared
+    # coordinate of V, so ‖noise‖²/‖V‖² ≈ token_noise. It measures what perturbing the tokens by the
+    # quantiser's relative error (0.18–0.22 at K = 1024 on the bundled benchmark) costs without the VQ.
+    token_noise: float = 0.0
     head_lr_scale: float = 1.0
 
     def __post_init__(self):
@@ -123,6 +127,8 @@ class FACTConfig:
                              f"got {self.label_embedding_transform!r}")
         if not 0 <= self.token_dropout < 1:
             raise ValueError(f"token_dropout must be in [0, 1), got {self.token_dropout}")
+        if not self.token_noise >= 0:
+            raise ValueError(f"token_noise must be >= 0, got {self.token_noise}")
         for name in ("head_lr_scale", "projection_lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -245,6 +251,8 @@ class FACT(MultiLabelModel):
                 v, codes, commit = self.vq(z)
         else:
             v, codes, commit = z, None, z.new_zeros(())
+        if self.training and self.config.token_noise > 0:
+            v = v + torch.randn_like(v) * (self.config.token_noise * v.detach().pow(2).mean()).sqrt()
         if self.config.token_dropout > 0:
             # v [B, M, d] read as (N, C, L): dropout1d zeroes whole positions and rescales the rest
             v = F.dropout1d(v, self.config.token_dropout, self.training)

@@ -62,6 +62,7 @@ def test_query_init_std():
 
 @pytest.mark.parametrize("bad", [{"point_logit": "linear"}, {"label_embedding_transform": "whiten"},
                                  {"query_init_std": 0.0}, {"token_dropout": 1.0}, {"token_dropout": -0.1},
+                                 {"token_noise": -0.1}, {"token_noise": float("nan")},
                                  {"head_lr_scale": 0.0}])
 def test_bad_options_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
@@ -86,6 +87,23 @@ def test_token_dropout_drops_whole_positions_in_training_only():
     kept = ~dropped
     assert 0 < int(dropped.sum()) < dropped.numel()
     assert torch.allclose(v[kept], 2 * z[kept], atol=1e-5)    # rescaled by 1 / (1 - p)
+
+
+def test_token_noise_perturbs_v_by_its_relative_energy_in_training_only():
+    model = tiny(token_noise=0.2, use_vq=False)
+    x = images(8)
+    seen = {}
+    model.interface.register_forward_hook(lambda m, args, out: seen.__setitem__("v", args[0].detach()))
+    model.eval()
+    mu_eval = model(x).scores
+    assert torch.equal(mu_eval, tiny(use_vq=False).eval()(x).scores)  # eval ignores the option
+    model.train()
+    torch.manual_seed(5)
+    model(x)
+    z = model.features(x)[0]
+    noise = seen["v"] - z
+    assert float(noise.pow(2).sum() / z.pow(2).sum()) == pytest.approx(0.2, rel=0.05)
+    assert abs(float(noise.mean())) < 0.05 * float(noise.std())
 
 
 def test_head_lr_scale_multiplies_every_parameter_after_the_trunk():
