@@ -91,6 +91,7 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
     "s_no_restarts": ("R8", "no dead-code restarts", _kw(vq_restart_every=0)),
     "s_codebook4096": ("R8", "K = 4096", _kw(codebook_size=4096)),
     "s_gamma01": ("R8", "γ = 0.1 (the commitment's pull on the trunk 10× weaker)", _kw(gamma=0.1)),
+    "s_gamma3": ("R8", "γ = 3 (the commitment's pull on the trunk 3× stronger)", _kw(gamma=3)),
     "s_no_vq_token_noise": ("R7", "no VQ, V perturbed in training by noise of the quantiser's relative energy",
                             _kw(use_vq="false", token_noise=0.2)),
     "s_alpha0": ("R8", "α = 0 (no set loss)", _kw(alpha=0)),
