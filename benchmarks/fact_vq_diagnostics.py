@@ -45,23 +45,32 @@ def vq_bypassed(model: FACT):
         model.vq = vq
 
 
-@torch.no_grad()
-def _pass(model: FACT, loader) -> dict:
-    """Scores, targets, mean-pooled Z ``[N, d]`` and the quantisation error sums over ``loader``."""
-    scores, targets, pooled, err, energy = [], [], [], 0.0, 0.0
+def _batches(loader):
+    """``(images, targets)`` of each readable batch."""
     for batch in loader:
-        if batch is None:
-            continue
-        images, y = batch[0], batch[1]
+        if batch is not None:
+            yield batch[0], batch[1]
+
+
+@torch.no_grad()
+def _scores(model: FACT, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's scores ``[N, C]`` and the targets over ``loader``."""
+    scores, targets = zip(*((model(images).scores.float(), y) for images, y in _batches(loader)))
+    return torch.cat(scores), torch.cat(targets)
+
+
+@torch.no_grad()
+def _tokens(model: FACT, loader) -> dict:
+    """Mean-pooled Z ``[N, d]``, the targets, and ‖Z − Z^q‖² / ‖Z‖² over ``loader`` (None without VQ)."""
+    pooled, targets, err, energy = [], [], 0.0, 0.0
+    for images, y in _batches(loader):
         z, _ = model.features(images)
         if model.vq is not None:
-            v = model.vq(z)[0]
-            err += float((z - v).pow(2).sum())
+            err += float((z - model.vq(z)[0]).pow(2).sum())
             energy += float(z.pow(2).sum())
-        scores.append(model(images).scores.float())
-        targets.append(y)
         pooled.append(z.mean(1).float())
-    return {"scores": torch.cat(scores), "targets": torch.cat(targets), "pooled": torch.cat(pooled),
+        targets.append(y)
+    return {"pooled": torch.cat(pooled), "targets": torch.cat(targets),
             "quantisation_error": err / energy if energy > 0 else None}
 
 
@@ -90,20 +99,20 @@ def probe_map(train_x: torch.Tensor, train_y: torch.Tensor, x: torch.Tensor, y: 
 
 
 def diagnose(path: str, split: str = "val") -> dict:
-    torch.manual_seed(0)
     model, ckpt = load_trained_model(path, "cpu")
     if not isinstance(model, FACT):
         raise ValueError(f"{path}: a {type(model).__name__} checkpoint; these diagnostics read FACT models")
     loaders = {s: checkpoint_loader(model, ckpt, s, views=False) for s in dict.fromkeys(("train", split))}
-    seen = _pass(model, loaders[split])
-    train = _pass(model, loaders["train"]) if split != "train" else seen
+    scores, targets = _scores(model, loaders[split])
+    seen = _tokens(model, loaders[split])
+    train = _tokens(model, loaders["train"]) if split != "train" else seen
     out = {"checkpoint": ckpt.path, "split": split, "use_vq": model.vq is not None,
-           "mAP": 100 * compute_metrics(seen["scores"].numpy(), seen["targets"].numpy())["mAP"]}
+           "mAP": 100 * compute_metrics(scores.numpy(), targets.numpy())["mAP"]}
     if model.vq is not None:
         out["quantisation_error"] = seen["quantisation_error"]
         with vq_bypassed(model):
-            bypassed = _pass(model, loaders[split])
-        out["mAP_vq_bypassed"] = 100 * compute_metrics(bypassed["scores"].numpy(), seen["targets"].numpy())["mAP"]
+            bypassed, _ = _scores(model, loaders[split])
+        out["mAP_vq_bypassed"] = 100 * compute_metrics(bypassed.numpy(), targets.numpy())["mAP"]
     out["probe_mAP"] = max(probe_map(train["pooled"], train["targets"], seen["pooled"], seen["targets"], wd)
                            for wd in PROBE_WEIGHT_DECAYS)
     return out
