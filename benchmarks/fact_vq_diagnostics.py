@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from fact_fast.inference import load_trained_model
 from fact_fast.inference.checkpoints import checkpoint_loader
+from fact_fast.inference.scoring import score_checkpoint_split
 from fact_fast.metrics import compute_metrics
 from fact_fast.models.fact import FACT
 
@@ -45,25 +46,14 @@ def vq_bypassed(model: FACT):
         model.vq = vq
 
 
-def _batches(loader):
-    """``(images, targets)`` of each readable batch."""
-    for batch in loader:
-        if batch is not None:
-            yield batch[0], batch[1]
-
-
-@torch.no_grad()
-def _scores(model: FACT, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's scores ``[N, C]`` and the targets over ``loader``."""
-    scores, targets = zip(*((model(images).scores.float(), y) for images, y in _batches(loader)))
-    return torch.cat(scores), torch.cat(targets)
-
-
 @torch.no_grad()
 def _tokens(model: FACT, loader) -> dict:
     """Mean-pooled Z ``[N, d]``, the targets, and ‖Z − Z^q‖² / ‖Z‖² over ``loader`` (None without VQ)."""
     pooled, targets, err, energy = [], [], 0.0, 0.0
-    for images, y in _batches(loader):
+    for batch in loader:
+        if batch is None:  # every item of the batch was unreadable
+            continue
+        images, y = batch[0], batch[1]
         z, _ = model.features(images)
         if model.vq is not None:
             err += float((z - model.vq(z)[0]).pow(2).sum())
@@ -103,16 +93,16 @@ def diagnose(path: str, split: str = "val") -> dict:
     if not isinstance(model, FACT):
         raise ValueError(f"{path}: a {type(model).__name__} checkpoint; these diagnostics read FACT models")
     loaders = {s: checkpoint_loader(model, ckpt, s, views=False) for s in dict.fromkeys(("train", split))}
-    scores, targets = _scores(model, loaders[split])
+    scores, targets = score_checkpoint_split(model, ckpt, split)
     seen = _tokens(model, loaders[split])
     train = _tokens(model, loaders["train"]) if split != "train" else seen
     out = {"checkpoint": ckpt.path, "split": split, "use_vq": model.vq is not None,
-           "mAP": 100 * compute_metrics(scores.numpy(), targets.numpy())["mAP"]}
+           "mAP": 100 * compute_metrics(scores, targets)["mAP"]}
     if model.vq is not None:
         out["quantisation_error"] = seen["quantisation_error"]
         with vq_bypassed(model):
-            bypassed, _ = _scores(model, loaders[split])
-        out["mAP_vq_bypassed"] = 100 * compute_metrics(bypassed.numpy(), targets.numpy())["mAP"]
+            bypassed, _ = score_checkpoint_split(model, ckpt, split)
+        out["mAP_vq_bypassed"] = 100 * compute_metrics(bypassed, targets)["mAP"]
     out["probe_mAP"] = max(probe_map(train["pooled"], train["targets"], seen["pooled"], seen["targets"], wd)
                            for wd in PROBE_WEIGHT_DECAYS)
     return out
