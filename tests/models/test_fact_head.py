@@ -100,7 +100,8 @@ def test_token_noise_perturbs_v_by_its_relative_energy_in_training_only():
     model.train()
     torch.manual_seed(5)
     model(x)
-    z = model.features(x)[0]
+    with torch.no_grad():
+        z = model.features(x)[0]
     noise = seen["v"] - z
     assert float(noise.pow(2).sum() / z.pow(2).sum()) == pytest.approx(0.2, rel=0.05)
     assert abs(float(noise.mean())) < 0.05 * float(noise.std())
