@@ -264,7 +264,7 @@ def test_embedding_norm_l2_bounds_the_distances():
     torch.testing.assert_close(e.norm(dim=-1), torch.ones(e.shape[:2]))
     torch.testing.assert_close(s.norm(dim=-1), torch.ones(s.shape[0]))
     tau = float(out.extras["tau"].detach())
-    assert float(out.scores.min()) >= math.exp(-4.0 / tau) - 1e-6
+    assert out.scores.min().item() >= math.exp(-4.0 / tau) - 1e-6
     model.loss(out, y)["total"].backward()
     assert model.proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="embedding_norm"):

@@ -27,7 +27,7 @@ def test_default_projection_is_pytorchs_and_shrinks_features():
     bound = 1 / 256 ** 0.5
     assert conv.weight.abs().max() <= bound and conv.bias.abs().max() <= bound
     x = torch.randn(8, 256, 4, 4)
-    ratio = float(conv(x).norm() / x.norm())
+    ratio = (conv(x).norm() / x.norm()).item()
     assert 0.45 < ratio < 0.7     # ≈ 1/√3 for U(−1/√D, 1/√D)
 
 
